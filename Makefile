@@ -1,0 +1,48 @@
+# PicFilter: the same short command list as the README and CI.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+export PORT
+
+.PHONY: install run test test-embedded test-postgres lint format migrate bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install PicFilter with its dev tools
+
+run: install ## migrate and serve http://127.0.0.1:$(PORT) (embedded default: SQLite, local storage, a worker)
+	$(VENV)/bin/picfilter serve
+
+test: install ## every test: embedded stack, then PostgreSQL + Redis + S3 (moto)
+	PICFILTER_TEST_BACKEND=embedded $(VENV)/bin/pytest
+	PICFILTER_TEST_BACKEND=postgres $(VENV)/bin/pytest --ignore=tests/test_ml
+
+test-embedded: install
+	PICFILTER_TEST_BACKEND=embedded $(VENV)/bin/pytest $(ARGS)
+
+test-postgres: install
+	PICFILTER_TEST_BACKEND=postgres $(VENV)/bin/pytest --ignore=tests/test_ml $(ARGS)
+
+lint: install ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check app tests
+	$(VENV)/bin/mypy app
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format app tests
+
+migrate: install ## apply database migrations
+	$(VENV)/bin/picfilter migrate
+
+bench: install ## benchmarks (python -m app.bench NAME to run one)
+	$(PY) -m app.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,143 @@
+"""``picfilter``: serve, worker, migrate, and the ML commands (learn, apply, export).
+
+``picfilter serve`` runs migrations, then uvicorn; in the embedded default (no ``REDIS_URL``)
+it also starts a real Celery worker (with its beat scheduler) beside the API as a child process,
+and Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from app.config import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate(revision: str = "head") -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "alembic"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, revision)
+
+
+def _worker_argv(queues: str, concurrency: int, beat: bool, pool: str | None) -> list[str]:
+    argv = [
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        get_settings().log_level,
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    if get_settings().broker_url.startswith("filesystem"):
+        argv.append("--without-heartbeat")
+    if beat:
+        argv.append("--beat")
+    if pool:
+        argv += ["--pool", pool]
+    return argv
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.workers.celery_app import celery_app
+
+    celery_app.worker_main(_worker_argv(args.queues, args.concurrency, args.beat, args.pool))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    migrate(args.revision)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    port = args.port or settings.port
+    host = args.host or settings.host
+    os.environ.setdefault("PORT", str(port))
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    if not args.no_migrate:
+        migrate()
+    worker: subprocess.Popen[bytes] | None = None
+    if settings.embedded_worker and not settings.redis_url and not args.no_worker:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--queues", "ml,io", "--beat"],
+            env={**os.environ, "PORT": str(port)},
+            start_new_session=True,
+        )
+    print(f"PicFilter is serving http://{host}:{port} (API docs: http://{host}:{port}/docs)", flush=True)
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            proxy_headers=True,
+            log_level=settings.log_level.lower(),
+        )
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="picfilter", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API (and, embedded, a worker beside it)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    p.add_argument("--no-migrate", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a Celery worker")
+    p.add_argument("--queues", default="ml,io")
+    p.add_argument("--concurrency", type=int, default=get_settings().worker_concurrency)
+    p.add_argument("--beat", action="store_true", help="also run the periodic scheduler")
+    p.add_argument("--pool", help="Celery pool (prefork, solo, threads)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_migrate)
+
+    try:
+        from app.ml import cli as ml_cli
+    except ImportError:  # pragma: no cover - only while the ML commands are absent
+        ml_cli = None  # type: ignore[assignment]
+    if ml_cli is not None and hasattr(ml_cli, "register"):
+        ml_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

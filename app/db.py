@@ -1,0 +1,108 @@
+"""Engines and sessions: async for the API (asyncpg / aiosqlite), sync for workers (psycopg).
+
+Engines are made once per process (``Database`` lives on ``app.state`` in the API and in the
+worker module); sessions use ``expire_on_commit=False``. SQLite gets WAL, a busy timeout and
+foreign keys so that the embedded default behaves like PostgreSQL for cascades and concurrency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from app.config import Settings
+
+ON_COMMIT_KEY = "on_commit"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_async_engine(settings: Settings) -> AsyncEngine:
+    url = settings.async_database_url
+    if url.startswith("sqlite"):
+        settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+    )
+
+
+def make_sync_engine(settings: Settings, *, pool: bool = True) -> Engine:
+    url = settings.sync_database_url
+    if url.startswith("sqlite"):
+        settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if not pool:
+        return create_engine(url, poolclass=NullPool)
+    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+
+
+class Database:
+    """The API's async engine and session factory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = make_async_engine(settings)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class SyncDatabase:
+    """The workers' sync engine and session factory (psycopg / pysqlite)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = make_sync_engine(settings)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success, rolls back on error, then runs on-commit hooks."""
+        session = self.sessionmaker()
+        try:
+            yield session
+            session.commit()
+            run_on_commit(session)
+        except BaseException:
+            session.rollback()
+            session.info.pop(ON_COMMIT_KEY, None)
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def on_commit(session: Session | AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` after the session's transaction commits (never if it rolls back).
+
+    Used to send Celery tasks only once the rows they refer to are visible to workers.
+    """
+    session.info.setdefault(ON_COMMIT_KEY, []).append(callback)
+
+
+def run_on_commit(session: Session | AsyncSession) -> None:
+    for callback in session.info.pop(ON_COMMIT_KEY, []):
+        callback()

@@ -1,0 +1,102 @@
+"""FastAPI application entry: ``create_app(settings)``; ``app`` is the default instance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.config import Settings, get_settings
+from app.db import Database
+from app.dependencies import rate_limit
+from app.errors import install_error_handlers
+from app.request_context import RequestIdFilter, RequestIdMiddleware
+from app.schemas.common import ErrorResponse
+from app.services.ratelimit import RateLimiter
+from app.services.store import make_store
+
+API_PREFIX = "/api/v1"
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler()
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _routers() -> list[APIRouter]:
+    from app.api import auth, community, images, jobs, storage, styles
+
+    return [auth.router, jobs.router, images.router, storage.router, styles.router, community.router]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from app.services.storage_service import make_storage
+
+        app.state.settings = settings
+        app.state.db = Database(settings)
+        app.state.store = make_store(settings.redis_url, settings.redis_key_prefix)
+        app.state.rate_limiter = RateLimiter(settings)
+        app.state.storage = make_storage(settings)
+        try:
+            yield
+        finally:
+            await app.state.store.close()
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="PicFilter API",
+        version="1.0.0",
+        description=(
+            "Learn photo color styles from before/after pairs or reference photos, apply them at "
+            "full resolution, export them as .cube 3D LUTs, and share them. Image-adaptive styles "
+            "export the LUT fused with the weights averaged over the style's training images."
+        ),
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        lifespan=lifespan,
+        responses={
+            400: {"model": ErrorResponse},
+            401: {"model": ErrorResponse},
+            404: {"model": ErrorResponse},
+            422: {"model": ErrorResponse},
+            429: {"model": ErrorResponse},
+        },
+    )
+    app.add_middleware(RequestIdMiddleware)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    install_error_handlers(app)
+
+    from app.api import health, jobs
+
+    app.include_router(health.router)
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(rate_limit("default"))])
+    if settings.enable_selftest_jobs:
+        api.include_router(jobs.selftest_router)
+    for router in _routers():
+        api.include_router(router)
+    app.include_router(api)
+    return app
+

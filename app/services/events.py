@@ -1,0 +1,58 @@
+"""Job progress events on Redis pub/sub (channel ``{prefix}job:{id}``).
+
+Workers publish with the sync client; the SSE endpoint subscribes with the async one. Without
+Redis (embedded default) publishing is a no-op and the SSE endpoint follows the job row instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from typing import Any
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from app.config import Settings
+
+log = logging.getLogger("picfilter.events")
+
+
+def channel(settings: Settings, job_id: uuid.UUID | str) -> str:
+    return f"{settings.redis_key_prefix}job:{job_id}"
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url)
+
+
+def publish_job_event(settings: Settings, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
+    if not settings.redis_url:
+        return
+    try:
+        message = json.dumps({"job_id": str(job_id), **payload}, default=str)
+        _client(settings.redis_url).publish(channel(settings, job_id), message)
+    except redis.RedisError:  # events are best effort; the job row stays the truth
+        log.warning("could not publish event for job %s", job_id, exc_info=True)
+
+
+async def subscribe(settings: Settings, job_id: uuid.UUID) -> AsyncIterator[dict[str, Any]]:
+    assert settings.redis_url
+    client = AsyncRedis.from_url(settings.redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(channel(settings, job_id))
+    try:
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+            if msg is None:
+                yield {}
+                continue
+            yield json.loads(msg["data"])
+    finally:
+        await pubsub.unsubscribe()
+        await pubsub.aclose()
+        await client.aclose()

@@ -1,0 +1,302 @@
+"""Jobs: the rows clients poll are the truth; Celery is only the transport.
+
+API side (async): create a job row and send its task only after the request's transaction
+commits; get/list/cancel for the owner. Worker side (sync): :func:`run_job` moves a job through
+``queued -> processing -> completed | failed | cancelled``, counts attempts, keeps a heartbeat,
+retries failures (``max_retries``, ``default_retry_delay`` from settings) and records a readable
+error after the last one. :func:`sweep_stuck_jobs` re-queues or fails jobs whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import SyncDatabase, on_commit
+from app.errors import Conflict, NotFound
+from app.models import Job, JobStatus, JobType, User
+from app.services import events
+from app.services.pagination import after, decode_cursor, encode_cursor, parse_datetime
+
+log = logging.getLogger("picfilter.jobs")
+
+QUEUE_OF: dict[JobType, str] = {
+    JobType.learn_style: "ml",
+    JobType.apply_style: "ml",
+    JobType.export_cube: "ml",
+    JobType.thumbnail: "io",
+    JobType.selftest: "io",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---- API side -------------------------------------------------------------------------------
+def create_job(
+    session: AsyncSession | Session,
+    owner_id: uuid.UUID,
+    job_type: JobType,
+    *,
+    params: dict[str, Any] | None = None,
+    style_id: uuid.UUID | None = None,
+    image_id: uuid.UUID | None = None,
+) -> Job:
+    """Add a queued job; its task is sent once the surrounding transaction commits."""
+    job = Job(
+        id=uuid.uuid4(),
+        owner_id=owner_id,
+        type=job_type,
+        status=JobStatus.queued,
+        progress=0,
+        attempts=0,
+        params=params or {},
+        style_id=style_id,
+        image_id=image_id,
+        queue=QUEUE_OF[job_type],
+        created_at=_now(),
+        updated_at=_now(),
+    )
+    session.add(job)
+    job_id, queue = job.id, job.queue
+
+    def _send() -> None:
+        from app.workers.dispatch import send_job  # workers layer; imported late on purpose
+
+        send_job(job_id, job_type, queue)
+
+    on_commit(session, _send)
+    return job
+
+
+async def get_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
+    job = await session.get(Job, job_id)
+    if job is None or job.owner_id != user.id:
+        raise NotFound("Job not found", code="job_not_found")
+    return job
+
+
+async def list_jobs(
+    session: AsyncSession,
+    user: User,
+    *,
+    status: JobStatus | None,
+    job_type: JobType | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    stmt = select(Job).where(Job.owner_id == user.id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if job_type is not None:
+        stmt = stmt.where(Job.type == job_type)
+    if cursor:
+        created, jid = decode_cursor(cursor, 2)
+        stmt = stmt.where(
+            after([Job.created_at, Job.id], [parse_datetime(created), uuid.UUID(jid)], True)
+        )
+    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    rows = list((await session.execute(stmt)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].created_at, rows[-1].id])
+    return rows, next_cursor
+
+
+async def cancel_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:
+    job = await get_job(session, user, job_id)
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_([JobStatus.queued, JobStatus.processing]))
+        .values(status=JobStatus.cancelled, finished_at=_now(), updated_at=_now())
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        await session.refresh(job)
+        raise Conflict(f"Job is already {job.status.value}", code="job_not_cancellable")
+    await session.refresh(job)
+    return job
+
+
+# ---- worker side ----------------------------------------------------------------------------
+class JobCancelled(Exception):
+    """Raised inside a running job once its row says ``cancelled``."""
+
+
+class PermanentJobError(Exception):
+    """A failure that retrying cannot fix (bad input, deleted style): the job fails at once."""
+
+
+class RetryableTask(Protocol):
+    max_retries: int | None
+
+    @property
+    def request(self) -> Any: ...
+
+    def retry(self, *, exc: BaseException, countdown: float) -> BaseException: ...
+
+
+@dataclass
+class JobContext:
+    """What a job handler sees: its job's ids and params, and a progress reporter."""
+
+    db: SyncDatabase
+    settings: Settings
+    job_id: uuid.UUID
+    job_type: JobType
+    owner_id: uuid.UUID
+    params: dict[str, Any]
+    style_id: uuid.UUID | None
+    image_id: uuid.UUID | None
+    attempts: int
+    _last_progress: int = field(default=-1, repr=False)
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        """Record progress (0..100) and a heartbeat; raise :class:`JobCancelled` if cancelled."""
+        pct = max(0, min(99, int(percent)))
+        with self.db.session() as s:
+            status = s.execute(select(Job.status).where(Job.id == self.job_id)).scalar_one_or_none()
+            if status != JobStatus.processing:
+                raise JobCancelled(str(self.job_id))
+            s.execute(
+                update(Job)
+                .where(Job.id == self.job_id)
+                .values(progress=max(pct, self._last_progress), heartbeat_at=_now())
+            )
+        if pct != self._last_progress:
+            self._last_progress = max(pct, self._last_progress)
+            events.publish_job_event(
+                self.settings,
+                self.job_id,
+                {"status": "processing", "progress": self._last_progress, "message": message},
+            )
+
+    def check_cancelled(self) -> None:
+        with self.db.session() as s:
+            status = s.execute(select(Job.status).where(Job.id == self.job_id)).scalar_one_or_none()
+        if status != JobStatus.processing:
+            raise JobCancelled(str(self.job_id))
+
+
+JobHandler = Callable[[JobContext], dict[str, Any]]
+FailureHook = Callable[[JobContext, str], None]
+
+
+def _finish(
+    db: SyncDatabase, settings: Settings, job_id: uuid.UUID, status: JobStatus, **values: Any
+) -> bool:
+    """Move a processing job to a final (or re-queued) state; False if it was cancelled meanwhile."""
+    with db.session() as s:
+        res = s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.processing)
+            .values(status=status, updated_at=_now(), **values)
+        )
+        changed = getattr(res, "rowcount", 0) == 1
+    if changed:
+        payload = {"status": status.value, **{k: v for k, v in values.items() if k in ("progress", "error", "result")}}
+        events.publish_job_event(settings, job_id, payload)
+    return changed
+
+
+def readable_error(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def run_job(
+    task: RetryableTask,
+    db: SyncDatabase,
+    settings: Settings,
+    job_id: str,
+    handler: JobHandler,
+    on_fail: FailureHook | None = None,
+) -> None:
+    """Run one delivery of a job's task. Safe to run twice: finished jobs are left alone."""
+    jid = uuid.UUID(job_id)
+    with db.session() as s:
+        job = s.execute(select(Job).where(Job.id == jid).with_for_update()).scalar_one_or_none()
+        if job is None or job.status.finished:
+            log.info("job %s: nothing to do (%s)", job_id, job.status.value if job else "missing")
+            return
+        job.status = JobStatus.processing
+        job.attempts += 1
+        job.started_at = job.started_at or _now()
+        job.heartbeat_at = _now()
+        ctx = JobContext(
+            db=db,
+            settings=settings,
+            job_id=jid,
+            job_type=job.type,
+            owner_id=job.owner_id,
+            params=dict(job.params or {}),
+            style_id=job.style_id,
+            image_id=job.image_id,
+            attempts=job.attempts,
+        )
+    events.publish_job_event(settings, jid, {"status": "processing", "progress": 0})
+
+    def fail(message: str) -> None:
+        if _finish(db, settings, jid, JobStatus.failed, error=message, finished_at=_now()) and on_fail:
+            on_fail(ctx, message)
+
+    try:
+        result = handler(ctx)
+    except JobCancelled:
+        log.info("job %s cancelled while running", job_id)
+        if on_fail:
+            on_fail(ctx, "cancelled")
+        return
+    except PermanentJobError as exc:
+        fail(readable_error(exc))
+        return
+    except Exception as exc:
+        retries = int(task.request.retries or 0)
+        max_retries = task.max_retries if task.max_retries is not None else settings.celery_max_retries
+        log.warning("job %s attempt %d failed: %r", job_id, ctx.attempts, exc, exc_info=True)
+        if retries < max_retries:
+            message = f"attempt {ctx.attempts} failed: {readable_error(exc)}; retrying"
+            if _finish(db, settings, jid, JobStatus.queued, error=message):
+                raise task.retry(exc=exc, countdown=settings.celery_retry_delay) from exc
+            return
+        fail(f"failed after {ctx.attempts} attempts: {readable_error(exc)}")
+        return
+    _finish(db, settings, jid, JobStatus.completed, result=result, progress=100, error=None, finished_at=_now())
+
+
+def sweep_stuck_jobs(db: SyncDatabase, settings: Settings, resend: Callable[[Job], None]) -> dict[str, int]:
+    """Re-queue (or fail, once out of attempts) jobs whose worker stopped sending heartbeats."""
+    deadline = _now() - timedelta(seconds=settings.job_stuck_after_seconds)
+    counts = {"requeued": 0, "failed": 0}
+    with db.session() as s:
+        stuck = list(
+            s.execute(
+                select(Job)
+                .where(Job.status == JobStatus.processing, Job.heartbeat_at < deadline)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        for job in stuck:
+            if job.attempts > settings.celery_max_retries:
+                job.status = JobStatus.failed
+                job.error = f"worker lost after {job.attempts} attempts"
+                job.finished_at = _now()
+                counts["failed"] += 1
+            else:
+                job.status = JobStatus.queued
+                job.error = f"worker lost during attempt {job.attempts}; re-queued"
+                counts["requeued"] += 1
+                on_commit(s, lambda j=job: resend(j))
+    if counts["requeued"] or counts["failed"]:
+        log.warning("swept stuck jobs: %s", counts)
+    return counts

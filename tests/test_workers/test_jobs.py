@@ -1,0 +1,154 @@
+"""The job system end to end: API -> database -> broker -> a real Celery worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import Account, WorkerProcess, create_user, wait_for_job
+
+
+async def _submit(client: Any, account: Account, **params: Any) -> dict[str, Any]:
+    r = await client.post("/api/v1/jobs/selftest", json=params, headers=account.headers)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued"
+    assert body["type"] == "selftest"
+    return body
+
+
+async def test_job_runs_to_completion(client, user, live_worker: WorkerProcess) -> None:
+    job = await _submit(client, user, steps=3, sleep=0.05)
+    done = await wait_for_job(client, user, job["id"], worker=live_worker)
+    assert done["status"] == "completed", done
+    assert done["progress"] == 100
+    assert done["attempts"] == 1
+    assert done["result"] == {"steps": 3, "attempts": 1}
+    assert done["started_at"] and done["finished_at"]
+    assert done["error"] is None
+
+
+async def test_failing_job_is_retried_then_fails(client, user, live_worker: WorkerProcess) -> None:
+    # Fails on every attempt: 1 try + 3 retries, then `failed` with the error.
+    job = await _submit(client, user, steps=1, sleep=0, fail_attempts=10)
+    done = await wait_for_job(client, user, job["id"], timeout=90, worker=live_worker)
+    assert done["status"] == "failed", done
+    assert done["attempts"] == 4
+    assert "failed after 4 attempts" in done["error"]
+    assert "self-test failure on attempt 4" in done["error"]
+
+
+async def test_job_succeeds_after_a_retry(client, user, live_worker: WorkerProcess) -> None:
+    job = await _submit(client, user, steps=1, sleep=0, fail_attempts=1)
+    done = await wait_for_job(client, user, job["id"], timeout=60, worker=live_worker)
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 2
+
+
+async def test_permanent_failure_is_not_retried(client, user, live_worker: WorkerProcess) -> None:
+    job = await _submit(client, user, fail_permanently=True)
+    done = await wait_for_job(client, user, job["id"], worker=live_worker)
+    assert done["status"] == "failed"
+    assert done["attempts"] == 1
+    assert done["error"] == "self-test asked to fail permanently"
+
+
+async def test_cancel_processing_job(client, user, live_worker: WorkerProcess) -> None:
+    job = await _submit(client, user, steps=200, sleep=0.1)
+    await wait_for_job(client, user, job["id"], until=("processing",), worker=live_worker)
+    r = await client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=user.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "cancelled"
+    await asyncio.sleep(1.0)
+    r = await client.get(f"/api/v1/jobs/{job['id']}", headers=user.headers)
+    assert r.json()["status"] == "cancelled"
+    assert r.json()["progress"] < 100
+    # cancelling again is a conflict
+    r = await client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=user.headers)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "job_not_cancellable"
+
+
+async def test_jobs_are_private_and_listed(client, user, live_worker: WorkerProcess) -> None:
+    other = await create_user(client)
+    job = await _submit(client, user, steps=0)
+    for path in (f"/api/v1/jobs/{job['id']}", f"/api/v1/jobs/{job['id']}/events"):
+        r = await client.get(path, headers=other.headers)
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "job_not_found"
+    r = await client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=other.headers)
+    assert r.status_code == 404
+    await wait_for_job(client, user, job["id"], worker=live_worker)
+    second = await _submit(client, user, steps=0)
+    r = await client.get("/api/v1/jobs", params={"limit": 1}, headers=user.headers)
+    page = r.json()
+    assert [j["id"] for j in page["items"]] == [second["id"]]
+    assert page["next_cursor"]
+    r = await client.get(
+        "/api/v1/jobs", params={"limit": 1, "cursor": page["next_cursor"]}, headers=user.headers
+    )
+    assert [j["id"] for j in r.json()["items"]] == [job["id"]]
+    r = await client.get("/api/v1/jobs", params={"status": "completed"}, headers=user.headers)
+    assert all(j["status"] == "completed" for j in r.json()["items"])
+    r = await client.get("/api/v1/jobs", headers=other.headers)
+    assert r.json()["items"] == []
+
+
+async def test_sse_streams_progress_until_done(client, user, live_worker: WorkerProcess) -> None:
+    job = await _submit(client, user, steps=3, sleep=0.2)
+    statuses = []
+    async with client.stream(
+        "GET", f"/api/v1/jobs/{job['id']}/events", headers=user.headers, timeout=60
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                import json
+
+                statuses.append(json.loads(line[6:])["status"])
+                if statuses[-1] in ("completed", "failed"):
+                    break
+    assert statuses[-1] == "completed"
+
+
+async def test_worker_killed_mid_job_does_not_lose_it(
+    client, user, live_worker: WorkerProcess, settings
+) -> None:
+    job = await _submit(client, user, steps=30, sleep=0.2)
+    await wait_for_job(client, user, job["id"], until=("processing",), worker=live_worker)
+    await asyncio.sleep(0.5)
+    live_worker.kill()  # SIGKILL: the message is never acknowledged
+    r = await client.get(f"/api/v1/jobs/{job['id']}", headers=user.headers)
+    assert r.json()["status"] == "processing"
+    if settings.redis_url:
+        # The Redis broker hands an unacknowledged message back after the visibility timeout;
+        # the new worker runs with a short one so that this test does not wait an hour.
+        live_worker.start(extra_env={"CELERY_VISIBILITY_TIMEOUT": "3"})
+    else:
+        # The filesystem broker cannot re-deliver: the sweep re-queues from the job row.
+        from app.config import Settings
+        from app.db import SyncDatabase
+        from app.services.job_service import sweep_stuck_jobs
+        from app.workers.dispatch import send_job
+
+        live_worker.start()
+        short = Settings(**{"job_stuck_after_seconds": 1}, _env_file=None)  # type: ignore[call-arg]
+        assert short.async_database_url == settings.async_database_url
+        await asyncio.sleep(1.5)
+        db = SyncDatabase(short)
+        counts = await asyncio.to_thread(
+            sweep_stuck_jobs, db, short, lambda j: send_job(j.id, j.type, j.queue)
+        )
+        db.dispose()
+        assert counts == {"requeued": 1, "failed": 0}
+    done = await wait_for_job(client, user, job["id"], timeout=90, worker=live_worker)
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 2
+    # restore the normal worker for the tests that follow
+    live_worker.stop()
+    live_worker.start()
