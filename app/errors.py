@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.request_context import get_request_id
+from app.request_context import get_request_id, set_request_id
 
 log = logging.getLogger("picfilter.errors")
 
@@ -134,7 +134,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    request_id = get_request_id()
+    request_id = str(getattr(request.state, "request_id", get_request_id()))
+    set_request_id(request_id)
     log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
     return _response(
         500,

@@ -15,6 +15,10 @@ def get_request_id() -> str:
     return _request_id.get()
 
 
+def set_request_id(value: str) -> None:
+    _request_id.set(value)
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = get_request_id()
@@ -34,6 +38,8 @@ class RequestIdMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming[:64] if incoming and incoming.isprintable() else uuid.uuid4().hex
         token = _request_id.set(rid)
+        # Also on the scope: error handlers outside this middleware (the 500 handler) read it.
+        scope.setdefault("state", {})["request_id"] = rid
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,0 +1,214 @@
+"""The auth contract of API.md, every rejection included (runs on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from tests.conftest import create_user
+
+
+def _assert_error(r, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+async def test_register_login_me(client) -> None:
+    name = f"ansel{uuid.uuid4().hex[:6]}"
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={"email": f"{name}@Example.com", "username": name, "password": "zone system 1"},
+    )
+    assert r.status_code == 201, r.text
+    user = r.json()
+    assert set(user) == {"id", "email", "username", "created_at"}
+    assert user["email"] == f"{name}@example.com"
+    r = await client.post(
+        "/api/v1/auth/login", json={"email": f"{name}@EXAMPLE.com", "password": "zone system 1"}
+    )
+    assert r.status_code == 200, r.text
+    tokens = r.json()
+    assert tokens["token_type"] == "bearer"
+    assert tokens["expires_in"] == 3600
+    r = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert r.status_code == 200
+    assert r.json() == user
+
+
+async def test_login_with_oauth2_form(client, user) -> None:
+    r = await client.post(
+        "/api/v1/auth/login", data={"username": user.email, "password": user.password}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["access_token"]
+
+
+async def test_duplicate_email_or_username_conflicts(client, user) -> None:
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={"email": user.email.upper(), "username": "someoneelse1", "password": "password123"},
+    )
+    _assert_error(r, 409, "email_taken")
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={"email": "new-" + user.email, "username": user.username, "password": "password123"},
+    )
+    _assert_error(r, 409, "username_taken")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"email": "not-an-email", "username": "okname", "password": "password123"}, "email"),
+        ({"email": "a@example.com", "username": "x", "password": "password123"}, "username"),
+        ({"email": "a@example.com", "username": "okname", "password": "short"}, "password"),
+        ({"email": "a@example.com", "username": "okname", "password": "é" * 40}, "password"),
+        ({"email": "a@example.com", "username": "okname"}, "password"),
+    ],
+)
+async def test_register_validation(client, payload, field) -> None:
+    r = await client.post("/api/v1/auth/register", json=payload)
+    err = _assert_error(r, 422, "validation_error")
+    assert any(e["field"].endswith(field) for e in err["details"]["errors"]), err
+
+
+async def test_long_password_is_refused_not_truncated(client) -> None:
+    # 80 bytes: bcrypt would silently use only the first 72.
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={"email": "long@example.com", "username": "longpw", "password": "a" * 80},
+    )
+    err = _assert_error(r, 422)
+    assert "72 bytes" in err["message"]
+
+
+async def test_unknown_email_and_wrong_password_look_the_same(client, user) -> None:
+    r1 = await client.post("/api/v1/auth/login", json={"email": user.email, "password": "wrong-pass"})
+    r2 = await client.post(
+        "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "wrong-pass"}
+    )
+    e1, e2 = _assert_error(r1, 401), _assert_error(r2, 401)
+    assert e1 == e2
+    assert r1.headers.get("www-authenticate") == "Bearer"
+
+
+async def test_malformed_login_body(client) -> None:
+    r = await client.post(
+        "/api/v1/auth/login", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    _assert_error(r, 400, "bad_request")
+    r = await client.post("/api/v1/auth/login", json={"email": "a@example.com"})
+    _assert_error(r, 422, "validation_error")
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_session(client, user) -> None:
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert second["refresh_token"] != user.refresh_token
+    # the old token is now used: presenting it again is a reuse and revokes the session
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    _assert_error(r, 401, "token_reused")
+    # ... so the newest refresh token of that session no longer works either
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})
+    _assert_error(r, 401, "session_revoked")
+
+
+async def test_sessions_are_independent(client, user) -> None:
+    r = await client.post("/api/v1/auth/login", json={"email": user.email, "password": user.password})
+    other_session = r.json()
+    await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})  # reuse
+    r = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": other_session["refresh_token"]}
+    )
+    assert r.status_code == 200
+
+
+async def test_logout_revokes_the_session(client, user) -> None:
+    r = await client.post("/api/v1/auth/logout", json={"refresh_token": user.refresh_token})
+    assert r.status_code == 204
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    _assert_error(r, 401, "session_revoked")
+
+
+async def test_access_token_is_not_a_refresh_token(client, user) -> None:
+    r = await client.post("/api/v1/auth/refresh", json={"refresh_token": user.access_token})
+    _assert_error(r, 401, "invalid_token")
+    r = await client.get(
+        "/api/v1/auth/me", headers={"Authorization": f"Bearer {user.refresh_token}"}
+    )
+    _assert_error(r, 401, "invalid_token")
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+async def test_rejected_access_tokens(client, user, settings) -> None:
+    now = datetime.now(UTC)
+    claims = {
+        "sub": user.id,
+        "typ": "access",
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=5)).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    alg_none = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
+    bad_signature = jwt.encode(claims, "another-secret-another-secret-00", algorithm="HS256")
+    expired = jwt.encode(
+        {**claims, "exp": int((now - timedelta(seconds=5)).timestamp())},
+        settings.jwt_secret_key,
+        algorithm="HS256",
+    )
+    wrong_typ = jwt.encode({**claims, "typ": "refresh"}, settings.jwt_secret_key, algorithm="HS256")
+    no_jti = jwt.encode(
+        {k: v for k, v in claims.items() if k != "jti"}, settings.jwt_secret_key, algorithm="HS256"
+    )
+    for token, code in [
+        (alg_none, "invalid_token"),
+        (bad_signature, "invalid_token"),
+        (expired, "token_expired"),
+        (wrong_typ, "invalid_token"),
+        (no_jti, "invalid_token"),
+        ("garbage", "invalid_token"),
+    ]:
+        r = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        _assert_error(r, 401, code)
+    good = jwt.encode(claims, settings.jwt_secret_key, algorithm="HS256")
+    r = await client.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {good}"})
+    assert r.status_code == 200
+
+
+async def test_me_requires_auth(client) -> None:
+    _assert_error(await client.get("/api/v1/auth/me"), 401, "not_authenticated")
+
+
+async def test_token_claims(client, user, settings) -> None:
+    claims = jwt.decode(user.access_token, settings.jwt_secret_key, algorithms=["HS256"])
+    assert claims["typ"] == "access" and claims["sub"] == user.id
+    assert claims["exp"] - claims["iat"] == 3600
+    assert abs(claims["iat"] - time.time()) < 60
+    refresh = jwt.decode(user.refresh_token, settings.jwt_secret_key, algorithms=["HS256"])
+    assert refresh["typ"] == "refresh"
+    assert refresh["exp"] - refresh["iat"] == 7 * 86400
+    assert refresh["jti"] != claims["jti"]
+
+
+async def test_two_users_get_distinct_ids(client) -> None:
+    a, b = await create_user(client), await create_user(client)
+    assert a.id != b.id
