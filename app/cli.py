@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def migrate(revision: str = "head") -> None:
-    from alembic import command
     from alembic.config import Config
+
+    from alembic import command
 
     cfg = Config(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
@@ -80,7 +81,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
             env={**os.environ, "PORT": str(port)},
             start_new_session=True,
         )
-    print(f"PicFilter is serving http://{host}:{port} (API docs: http://{host}:{port}/docs)", flush=True)
+
+    def stop_worker() -> None:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # uvicorn captures SIGINT/SIGTERM while serving and re-raises them once it has shut
+        # down; this handler then stops the embedded worker before the process exits.
+        stop_worker()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(
+        f"PicFilter is serving http://{host}:{port} (API docs: http://{host}:{port}/docs)",
+        flush=True,
+    )
     try:
         uvicorn.run(
             "app.main:create_app",
@@ -92,12 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=settings.log_level.lower(),
         )
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_worker()
     return 0
 
 

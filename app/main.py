@@ -36,7 +36,14 @@ def configure_logging(level: str) -> None:
 def _routers() -> list[APIRouter]:
     from app.api import auth, community, images, jobs, storage, styles
 
-    return [auth.router, jobs.router, images.router, storage.router, styles.router, community.router]
+    return [
+        auth.router,
+        jobs.router,
+        images.router,
+        storage.router,
+        styles.router,
+        community.router,
+    ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -99,4 +106,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(router)
     app.include_router(api)
     return app
-

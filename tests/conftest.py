@@ -112,7 +112,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if BACKEND == "postgres":
         _setup_postgres(env)
     elif BACKEND != "embedded":
-        raise pytest.UsageError(f"PICFILTER_TEST_BACKEND must be embedded or postgres, not {BACKEND}")
+        raise pytest.UsageError(
+            f"PICFILTER_TEST_BACKEND must be embedded or postgres, not {BACKEND}"
+        )
     os.environ.update(env)
     from app.config import get_settings
 
@@ -193,7 +195,9 @@ class WorkerProcess:
         env = {**os.environ, **(extra_env or {})}
         cmd = [sys.executable, "-m", "app.cli", "worker", "--queues", "ml,io", "--pool", "solo"]
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

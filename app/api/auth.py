@@ -17,7 +17,10 @@ auth_limit = [Depends(rate_limit("auth"))]
 
 
 @router.post(
-    "/register", status_code=status.HTTP_201_CREATED, response_model=UserOut, dependencies=auth_limit
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    dependencies=auth_limit,
 )
 async def register(data: RegisterRequest, session: SessionDep, settings: SettingsDep) -> Any:
     """Create an account. Duplicate email or username -> 409."""
@@ -49,7 +52,10 @@ async def _login_data(request: Request) -> LoginRequest:
     try:
         if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.form()
-            raw: Any = {"email": form.get("username") or form.get("email"), "password": form.get("password")}
+            raw: Any = {
+                "email": form.get("username") or form.get("email"),
+                "password": form.get("password"),
+            }
         else:
             raw = await request.json()
     except ValueError as exc:

@@ -55,7 +55,11 @@ def _sse(data: dict[str, Any]) -> str:
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)
 async def job_events(
-    job_id: uuid.UUID, user: CurrentUser, session: SessionDep, request: Request, settings: SettingsDep
+    job_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    settings: SettingsDep,
 ) -> StreamingResponse:
     """Server-sent events: the job's progress until it finishes (Redis pub/sub in production;
     the embedded default follows the job row)."""
@@ -93,7 +97,9 @@ async def job_events(
                 return
 
     stream = from_pubsub() if settings.redis_url else from_rows()
-    return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 class SelfTestRequest(BaseModel):

@@ -10,7 +10,9 @@ import app.bench as bench_pkg
 
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(bench_pkg.__path__) if not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(bench_pkg.__path__) if not m.name.startswith("_")
+    )
 
 
 def main(argv: list[str]) -> int:

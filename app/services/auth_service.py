@@ -59,7 +59,10 @@ async def register(session: AsyncSession, data: RegisterRequest, settings: Setti
     taken = (
         await session.execute(
             select(User.email, User.username).where(
-                or_(func.lower(User.email) == email, func.lower(User.username) == data.username.lower())
+                or_(
+                    func.lower(User.email) == email,
+                    func.lower(User.username) == data.username.lower(),
+                )
             )
         )
     ).first()
@@ -76,7 +79,9 @@ async def register(session: AsyncSession, data: RegisterRequest, settings: Setti
     return user
 
 
-async def authenticate(session: AsyncSession, email: str, password: str, settings: Settings) -> User:
+async def authenticate(
+    session: AsyncSession, email: str, password: str, settings: Settings
+) -> User:
     user = (
         await session.execute(select(User).where(User.email == email.lower()))
     ).scalar_one_or_none()
@@ -127,7 +132,9 @@ def _access_token(user_id: uuid.UUID, settings: Settings, now: datetime) -> str:
     )
 
 
-def _refresh_token(user_id: uuid.UUID, sid: str, jti: str, settings: Settings, now: datetime) -> str:
+def _refresh_token(
+    user_id: uuid.UUID, sid: str, jti: str, settings: Settings, now: datetime
+) -> str:
     return _encode(
         {
             "sub": str(user_id),

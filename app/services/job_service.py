@@ -143,7 +143,7 @@ class RetryableTask(Protocol):
     @property
     def request(self) -> Any: ...
 
-    def retry(self, *, exc: BaseException, countdown: float) -> BaseException: ...
+    def retry(self, *args: Any, **kwargs: Any) -> Exception: ...
 
 
 @dataclass
@@ -195,7 +195,7 @@ FailureHook = Callable[[JobContext, str], None]
 def _finish(
     db: SyncDatabase, settings: Settings, job_id: uuid.UUID, status: JobStatus, **values: Any
 ) -> bool:
-    """Move a processing job to a final (or re-queued) state; False if it was cancelled meanwhile."""
+    """Move a processing job to a final or re-queued state; False if cancelled meanwhile."""
     with db.session() as s:
         res = s.execute(
             update(Job)
@@ -204,7 +204,10 @@ def _finish(
         )
         changed = getattr(res, "rowcount", 0) == 1
     if changed:
-        payload = {"status": status.value, **{k: v for k, v in values.items() if k in ("progress", "error", "result")}}
+        payload = {
+            "status": status.value,
+            **{k: v for k, v in values.items() if k in ("progress", "error", "result")},
+        }
         events.publish_job_event(settings, job_id, payload)
     return changed
 
@@ -247,7 +250,10 @@ def run_job(
     events.publish_job_event(settings, jid, {"status": "processing", "progress": 0})
 
     def fail(message: str) -> None:
-        if _finish(db, settings, jid, JobStatus.failed, error=message, finished_at=_now()) and on_fail:
+        if (
+            _finish(db, settings, jid, JobStatus.failed, error=message, finished_at=_now())
+            and on_fail
+        ):
             on_fail(ctx, message)
 
     try:
@@ -262,7 +268,9 @@ def run_job(
         return
     except Exception as exc:
         retries = int(task.request.retries or 0)
-        max_retries = task.max_retries if task.max_retries is not None else settings.celery_max_retries
+        max_retries = (
+            task.max_retries if task.max_retries is not None else settings.celery_max_retries
+        )
         log.warning("job %s attempt %d failed: %r", job_id, ctx.attempts, exc, exc_info=True)
         if retries < max_retries:
             message = f"attempt {ctx.attempts} failed: {readable_error(exc)}; retrying"
@@ -271,10 +279,25 @@ def run_job(
             return
         fail(f"failed after {ctx.attempts} attempts: {readable_error(exc)}")
         return
-    _finish(db, settings, jid, JobStatus.completed, result=result, progress=100, error=None, finished_at=_now())
+    _finish(
+        db,
+        settings,
+        jid,
+        JobStatus.completed,
+        result=result,
+        progress=100,
+        error=None,
+        finished_at=_now(),
+    )
 
 
-def sweep_stuck_jobs(db: SyncDatabase, settings: Settings, resend: Callable[[Job], None]) -> dict[str, int]:
+def _resender(resend: Callable[[Job], None], job: Job) -> Callable[[], None]:
+    return lambda: resend(job)
+
+
+def sweep_stuck_jobs(
+    db: SyncDatabase, settings: Settings, resend: Callable[[Job], None]
+) -> dict[str, int]:
     """Re-queue (or fail, once out of attempts) jobs whose worker stopped sending heartbeats."""
     deadline = _now() - timedelta(seconds=settings.job_stuck_after_seconds)
     counts = {"requeued": 0, "failed": 0}
@@ -296,7 +319,7 @@ def sweep_stuck_jobs(db: SyncDatabase, settings: Settings, resend: Callable[[Job
                 job.status = JobStatus.queued
                 job.error = f"worker lost during attempt {job.attempts}; re-queued"
                 counts["requeued"] += 1
-                on_commit(s, lambda j=job: resend(j))
+                on_commit(s, _resender(resend, job))
     if counts["requeued"] or counts["failed"]:
         log.warning("swept stuck jobs: %s", counts)
     return counts

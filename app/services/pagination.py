@@ -19,7 +19,10 @@ from app.errors import BadRequest
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
-    plain = [v.isoformat() if isinstance(v, datetime) else str(v) if v is not None else None for v in values]
+    plain = [
+        v.isoformat() if isinstance(v, datetime) else str(v) if v is not None else None
+        for v in values
+    ]
     return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
 
 

@@ -36,7 +36,7 @@ class RateLimiter:
         }
 
     async def hit(self, bucket: str, identity: str) -> None:
-        """Count one request; raise :class:`RateLimited` with ``Retry-After`` when over the limit."""
+        """Count one request; raise :class:`RateLimited` (with Retry-After) over the limit."""
         if not self.enabled:
             return
         item = self.items[bucket]

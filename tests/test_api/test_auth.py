@@ -19,7 +19,8 @@ def _assert_error(r, status: int, code: str | None = None) -> dict:
     body = r.json()
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "message", "details"}
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
     if code:
         assert body["error"]["code"] == code, body
     return body["error"]
@@ -97,7 +98,9 @@ async def test_long_password_is_refused_not_truncated(client) -> None:
 
 
 async def test_unknown_email_and_wrong_password_look_the_same(client, user) -> None:
-    r1 = await client.post("/api/v1/auth/login", json={"email": user.email, "password": "wrong-pass"})
+    r1 = await client.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": "wrong-pass"}
+    )
     r2 = await client.post(
         "/api/v1/auth/login", json={"email": "nobody@example.com", "password": "wrong-pass"}
     )
@@ -129,7 +132,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_session(client, user) -> No
 
 
 async def test_sessions_are_independent(client, user) -> None:
-    r = await client.post("/api/v1/auth/login", json={"email": user.email, "password": user.password})
+    r = await client.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": user.password}
+    )
     other_session = r.json()
     await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})
     await client.post("/api/v1/auth/refresh", json={"refresh_token": user.refresh_token})  # reuse
@@ -200,7 +205,8 @@ async def test_me_requires_auth(client) -> None:
 
 async def test_token_claims(client, user, settings) -> None:
     claims = jwt.decode(user.access_token, settings.jwt_secret_key, algorithms=["HS256"])
-    assert claims["typ"] == "access" and claims["sub"] == user.id
+    assert claims["typ"] == "access"
+    assert claims["sub"] == user.id
     assert claims["exp"] - claims["iat"] == 3600
     assert abs(claims["iat"] - time.time()) < 60
     refresh = jwt.decode(user.refresh_token, settings.jwt_secret_key, algorithms=["HS256"])

@@ -72,7 +72,8 @@ async def test_unexpected_error_is_a_clean_500_with_request_id(migrated, caplog)
     body = r.json()
     assert body["error"]["code"] == "internal_error"
     assert body["error"]["details"] == {"request_id": "req-123"}
-    assert "secret internal detail" not in r.text and "Traceback" not in r.text
+    assert "secret internal detail" not in r.text
+    assert "Traceback" not in r.text
     assert r.headers["x-request-id"] == "req-123"
     assert any("req-123" in rec.getMessage() and rec.exc_info for rec in caplog.records)
 
@@ -99,14 +100,19 @@ async def test_openapi_lists_auth_and_job_endpoints(client) -> None:
     ):
         assert path in paths, path
     r = await client.get("/docs")
-    assert r.status_code == 200 and "swagger" in r.text.lower()
+    assert r.status_code == 200
+    assert "swagger" in r.text.lower()
 
 
 async def test_rate_limit_answers_429_with_retry_after(migrated) -> None:
     from app.main import create_app
 
     limited: Settings = migrated.model_copy(
-        update={"rate_limit_enabled": True, "rate_limit_auth": "3/minute", "redis_key_prefix": "rl-test-" + migrated.redis_key_prefix}
+        update={
+            "rate_limit_enabled": True,
+            "rate_limit_auth": "3/minute",
+            "redis_key_prefix": "rl-test-" + migrated.redis_key_prefix,
+        }
     )
     app = create_app(limited)
     async with app.router.lifespan_context(app):
@@ -114,7 +120,9 @@ async def test_rate_limit_answers_429_with_retry_after(migrated) -> None:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             codes = []
             for _ in range(4):
-                r = await c.post("/api/v1/auth/login", json={"email": "x@example.com", "password": "p"})
+                r = await c.post(
+                    "/api/v1/auth/login", json={"email": "x@example.com", "password": "p"}
+                )
                 codes.append(r.status_code)
     assert codes == [401, 401, 401, 429]
     assert r.json()["error"]["code"] == "rate_limited"

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from typing import Any
-
-import pytest
 
 from tests.conftest import Account, WorkerProcess, create_user, wait_for_job
 
@@ -28,7 +24,8 @@ async def test_job_runs_to_completion(client, user, live_worker: WorkerProcess) 
     assert done["progress"] == 100
     assert done["attempts"] == 1
     assert done["result"] == {"steps": 3, "attempts": 1}
-    assert done["started_at"] and done["finished_at"]
+    assert done["started_at"]
+    assert done["finished_at"]
     assert done["error"] is None
 
 
