@@ -120,7 +120,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     errors = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
-        errors.append({"field": ".".join(loc), "message": err.get("msg", ""), "type": err.get("type")})
+        errors.append(
+            {"field": ".".join(loc), "message": err.get("msg", ""), "type": err.get("type")}
+        )
     first = errors[0] if errors else {"field": "", "message": "invalid"}
     message = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
     return _response(422, "validation_error", message, {"errors": errors})
@@ -136,7 +138,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     request_id = str(getattr(request.state, "request_id", get_request_id()))
     set_request_id(request_id)
-    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, request_id)
+    log.exception(
+        "unhandled error on %s %s (request %s)", request.method, request.url.path, request_id
+    )
     return _response(
         500,
         "internal_error",
