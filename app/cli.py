@@ -55,6 +55,7 @@ def _worker_argv(queues: str, concurrency: int, beat: bool, pool: str | None) ->
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.workers.celery_app import celery_app
 
+    get_settings().resolved_data_dir.mkdir(parents=True, exist_ok=True)  # beat's schedule file
     celery_app.worker_main(_worker_argv(args.queues, args.concurrency, args.beat, args.pool))
     return 0
 
