@@ -7,10 +7,21 @@ from typing import Any
 
 from celery import Task
 
-from app.services import job_service
+from app.services import image_service, job_service
 from app.services.job_service import JobContext, PermanentJobError
+from app.services.storage_service import Storage, make_storage
 from app.workers import context
 from app.workers.celery_app import celery_app
+
+_storage: Storage | None = None
+
+
+def storage() -> Storage:
+    """This worker process's storage client (made on first use, i.e. after the prefork)."""
+    global _storage
+    if _storage is None:
+        _storage = make_storage(context.settings())
+    return _storage
 
 
 def _selftest(ctx: JobContext) -> dict[str, Any]:
@@ -40,3 +51,28 @@ def sweep_stuck_jobs() -> dict[str, int]:
     return job_service.sweep_stuck_jobs(
         context.db(), context.settings(), lambda job: send_job(job.id, job.type, job.queue)
     )
+
+
+@celery_app.task(
+    bind=True,
+    name="picfilter.thumbnail",
+    queue="io",
+    max_retries=None,  # run_job retries settings.celery_max_retries times
+    soft_time_limit=120,
+    time_limit=180,
+)
+def thumbnail(self: Task, job_id: str) -> None:
+    """Make an image's 400x400 WebP thumbnail (a ``thumbnail`` job)."""
+    job_service.run_job(
+        self,
+        context.db(),
+        context.settings(),
+        job_id,
+        lambda ctx: image_service.generate_thumbnail(ctx, storage()),
+    )
+
+
+@celery_app.task(name="picfilter.cleanup_expired_uploads", queue="io", soft_time_limit=600)
+def cleanup_expired_uploads() -> dict[str, int]:
+    """Hourly (beat): remove pending images whose upload URL expired more than a day ago."""
+    return image_service.cleanup_expired_uploads(context.db(), storage())
