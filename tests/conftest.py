@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,12 +47,6 @@ def _unavailable(what: str) -> None:
     _state["skip_reason"] = msg
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _setup_postgres(env: dict[str, str]) -> None:
     import psycopg
     import redis
@@ -76,20 +69,19 @@ def _setup_postgres(env: dict[str, str]) -> None:
     env["REDIS_URL"] = REDIS_URL
     env["REDIS_KEY_PREFIX"] = f"pftest-{RUN_ID}:"
 
-    from moto.server import ThreadedMotoServer
+    from tests.s3_server import ACCESS_KEY, SECRET_KEY, VerifyingMotoServer
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = VerifyingMotoServer()  # moto behind a check of presigned-URL signatures
     server.start()
     _state["moto"] = server
     env.update(
-        S3_ENDPOINT=f"http://127.0.0.1:{port}",
-        S3_ACCESS_KEY="testing",
-        S3_SECRET_KEY="testing",
+        S3_ENDPOINT=server.url,
+        S3_ACCESS_KEY=ACCESS_KEY,
+        S3_SECRET_KEY=SECRET_KEY,
         S3_BUCKET=f"picfilter-test-{RUN_ID}",
         S3_CREATE_BUCKET="true",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ACCESS_KEY_ID=ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
     )
 
 
