@@ -1,7 +1,396 @@
-"""`/api/v1` styles routes (filled in by the styles feature)."""
+"""``/api/v1/styles``: CRUD, gallery listing, learn, apply, export, import and fork.
+
+Thin routes: validation of the request shape here, rules and transactions in
+:mod:`app.services.style_service` (the gallery listing in :mod:`app.services.gallery_service`).
+Long work (learning, applying, exporting) is a job: the route answers ``202`` with the job, which
+the client polls at ``GET /api/v1/jobs/{id}``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import uuid
+from typing import Annotated, Any, Literal
 
-router = APIRouter(tags=["styles"])
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    File,
+    Form,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+    status,
+)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from app.dependencies import (
+    CurrentUser,
+    OptionalUser,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    rate_limit,
+)
+from app.errors import NotAuthenticated, PayloadTooLarge
+from app.models import StyleModelKind, Visibility
+from app.schemas.common import ErrorResponse, Page
+from app.schemas.job import JobOut
+from app.schemas.style import StyleOut
+from app.services import gallery_service, style_service
+from app.services.style_service import PairIds, style_out
+
+router = APIRouter(prefix="/styles", tags=["styles"])
+job_limit = [Depends(rate_limit("jobs"))]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=style_service.MAX_TAG_LENGTH)]
+
+
+# ---- request bodies -------------------------------------------------------------------------
+class StyleCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, examples=["Golden hour"])
+    description: str = Field("", max_length=5000)
+    tags: list[Tag] = Field(default_factory=list, max_length=style_service.MAX_TAGS)
+    visibility: Visibility = Visibility.private
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
+class StylePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=100)
+    description: str | None = Field(None, max_length=5000)
+    tags: list[Tag] | None = Field(None, max_length=style_service.MAX_TAGS)
+    visibility: Visibility | None = None
+
+    @field_validator("name", "visibility", mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("must not be null")
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
+# Options the server sets itself (a path on the worker's disk), and upper bounds of the knobs
+# that size the work (memory and time) of a learn job.
+RESERVED_OPTIONS = {"init_weights"}
+OPTION_LIMITS = {"working_size": 4096, "max_pixels": 4_000_000, "lut_size": 65}
+
+
+class PairIn(BaseModel):
+    before_image_id: uuid.UUID
+    after_image_id: uuid.UUID
+
+
+class LearnRequest(BaseModel):
+    model: Literal["dlut", "nilut", "adaptive_3dlut"] = "dlut"
+    pairs: list[PairIn] = Field(default_factory=list, max_length=1000)
+    reference_image_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='model-specific knobs (see app/ml), e.g. {"lut_size": 33}; unknown keys '
+        "are ignored. time_budget_s caps the learning time (never above the server's budget).",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if len(v) > 50 or len(repr(v)) > 10_000:
+            raise ValueError("too many or too large options")
+        reserved = sorted(RESERVED_OPTIONS & set(v))
+        if reserved:
+            raise ValueError(f"option {reserved[0]!r} is set by the server")
+        for key, limit in OPTION_LIMITS.items():
+            value = v.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value > limit
+            ):
+                raise ValueError(f"{key} must be a number of at most {limit}")
+        budget = v.get("time_budget_s")
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0
+        ):
+            raise ValueError("time_budget_s must be a positive number of seconds")
+        return v
+
+
+class ApplyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: uuid.UUID | None = None
+    image_ids: list[uuid.UUID] | None = Field(
+        None, min_length=1, max_length=100, description="batch form: one job per image"
+    )
+    strength: float = Field(1.0, ge=0.0, le=1.0)
+    format: Literal["jpeg", "png", "webp"] | None = Field(
+        None, description="default: the original's format when it is one of these, else jpeg"
+    )
+    quality: int | None = Field(None, ge=1, le=100, description="jpeg/webp quality (default 92)")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ApplyRequest:
+        if (self.image_id is None) == (self.image_ids is None):
+            raise ValueError("give either image_id or image_ids")
+        return self
+
+
+class ApplyBatchOut(BaseModel):
+    jobs: list[JobOut]
+
+
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: Literal[17, 33, 65] = 33
+    format: Literal["cube"] = "cube"
+
+
+# ---- CRUD -----------------------------------------------------------------------------------
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=StyleOut, responses=_errors(401)
+)
+async def create_style(
+    data: StyleCreate, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> StyleOut:
+    """Create a ``draft`` style; learn it (``/learn``) or import a ``.cube`` instead."""
+    style = await style_service.create_style(
+        session,
+        user,
+        name=data.name,
+        description=data.description,
+        tags=data.tags,
+        visibility=data.visibility,
+    )
+    return style_out(style, user, storage)
+
+
+@router.get("", response_model=Page[StyleOut])
+async def list_styles(
+    user: OptionalUser,
+    session: SessionDep,
+    storage: StorageDep,
+    q: Annotated[
+        str | None, Query(max_length=200, description="name/description/tag search")
+    ] = None,
+    tag: Annotated[str | None, Query(max_length=style_service.MAX_TAG_LENGTH)] = None,
+    owner: Annotated[
+        str | None,
+        Query(max_length=50, description="me: only the caller's styles; a username: theirs"),
+    ] = None,
+    model: StyleModelKind | None = None,
+    sort: Literal["newest", "top_rated", "most_used"] = "newest",
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> dict[str, Any]:
+    """(public) Public styles, plus the caller's own when authenticated (newest first unless
+    ``sort`` says otherwise)."""
+    if owner == "me" and user is None:
+        raise NotAuthenticated("owner=me needs an access token")
+    items, next_cursor = await gallery_service.list_styles(
+        session,
+        user,
+        q=q.strip() if q and q.strip() else None,
+        tag=tag.strip().lower() if tag and tag.strip() else None,
+        owner=owner,
+        model=model,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
+        storage=storage,
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StyleOut,
+    dependencies=job_limit,
+    responses=_errors(401, 413, 422),
+)
+async def import_style(
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="an Adobe/Resolve .cube 3D LUT")],
+    name: Annotated[str, Form(min_length=1, max_length=100)],
+    description: Annotated[str, Form(max_length=5000)] = "",
+    visibility: Annotated[Visibility, Form()] = Visibility.private,
+    tags: Annotated[
+        list[str], Form(description="repeat the field or separate tags with commas")
+    ] = [],  # noqa: B006 - FastAPI copies defaults
+) -> StyleOut:
+    """Import a ``.cube`` file as a ``ready`` style (model ``imported``); a malformed file is a
+    422 ``invalid_cube`` naming the line."""
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > settings.max_cube_bytes + 256 * 1024:
+        raise PayloadTooLarge(
+            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
+            code="cube_too_large",
+            details={"field": "file", "limit": settings.max_cube_bytes},
+        )
+    data = await file.read(settings.max_cube_bytes + 1)
+    split_tags = [t for raw in tags for t in raw.split(",")]
+    style = await style_service.import_style(
+        session,
+        user,
+        storage,
+        settings,
+        data=data,
+        filename=file.filename,
+        name=name,
+        description=description,
+        tags=split_tags,
+        visibility=visibility,
+    )
+    return style_out(style, user, storage)
+
+
+@router.get("/{style_id}", response_model=StyleOut, responses=_errors(404))
+async def get_style(
+    style_id: uuid.UUID, user: OptionalUser, session: SessionDep, storage: StorageDep
+) -> StyleOut:
+    """(public for public/unlisted styles) One style; another user's private style is a 404."""
+    style = await style_service.get_style(session, style_id, user)
+    return style_out(style, style.owner, storage)
+
+
+@router.patch("/{style_id}", response_model=StyleOut, responses=_errors(401, 403, 404))
+async def update_style(
+    style_id: uuid.UUID,
+    data: StylePatch,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+) -> StyleOut:
+    """Change name, description, tags or visibility (owner only)."""
+    style = await style_service.update_style(
+        session, style_id, user, data.model_dump(exclude_unset=True)
+    )
+    return style_out(style, user, storage)
+
+
+@router.delete(
+    "/{style_id}", status_code=status.HTTP_204_NO_CONTENT, responses=_errors(401, 403, 404)
+)
+async def delete_style(
+    style_id: uuid.UUID, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> Response:
+    """Delete a style and its stored objects (owner only); its unfinished jobs fail with
+    "style deleted"."""
+    await style_service.delete_style(session, style_id, user, storage)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---- jobs -----------------------------------------------------------------------------------
+@router.post(
+    "/{style_id}/learn",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_errors(401, 403, 404, 409, 422, 429),
+    response_model=JobOut,
+    dependencies=job_limit,
+)
+async def learn_style(
+    style_id: uuid.UUID,
+    data: LearnRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Any:
+    """Learn the style from before/after pairs and/or reference photos (owner only; the
+    caller's confirmed images). Poll the job every 5 s; the style becomes ``ready`` with metrics
+    measured on held-out pixels."""
+    return await style_service.submit_learn(
+        session,
+        style_id,
+        user,
+        settings,
+        model=StyleModelKind(data.model),
+        pairs=[PairIds(p.before_image_id, p.after_image_id) for p in data.pairs],
+        reference_image_ids=data.reference_image_ids,
+        options=data.options,
+    )
+
+
+@router.post(
+    "/{style_id}/apply",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_errors(401, 404, 409, 422, 429),
+    response_model=JobOut | ApplyBatchOut,
+    dependencies=job_limit,
+)
+async def apply_style(
+    style_id: uuid.UUID, data: ApplyRequest, user: CurrentUser, session: SessionDep
+) -> Any:
+    """Apply the style to one of the caller's images at full resolution (``image_id`` -> a job),
+    or to up to 100 (``image_ids`` -> ``{jobs: [...]}``). Result:
+    ``{result_url, width, height, format}``."""
+    single = data.image_id is not None
+    image_ids = [data.image_id] if data.image_id is not None else list(data.image_ids or [])
+    jobs = await style_service.submit_apply(
+        session,
+        style_id,
+        user,
+        image_ids=image_ids,
+        field="image_id" if single else "image_ids",
+        strength=data.strength,
+        fmt=data.format,
+        quality=data.quality,
+    )
+    if single:
+        return JobOut.model_validate(jobs[0])
+    return ApplyBatchOut(jobs=[JobOut.model_validate(j) for j in jobs])
+
+
+@router.post(
+    "/{style_id}/export",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_errors(401, 404, 409, 422, 429),
+    response_model=JobOut,
+    dependencies=job_limit,
+)
+async def export_style(
+    style_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    data: Annotated[ExportRequest | None, Body()] = None,
+) -> Any:
+    """Export the style as a ``.cube`` 3D LUT (17, 33 or 65 points per axis). Result:
+    ``{download_url, size, filename}``."""
+    data = data or ExportRequest()
+    return await style_service.submit_export(
+        session, style_id, user, size=data.size, fmt=data.format
+    )
+
+
+@router.post(
+    "/{style_id}/fork",
+    status_code=status.HTTP_201_CREATED,
+    response_model=StyleOut,
+    responses=_errors(401, 404, 409),
+)
+async def fork_style(
+    style_id: uuid.UUID, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> StyleOut:
+    """A private copy of a ready style (the caller's own, public or unlisted), owned by the
+    caller; ``forked_from`` names the source."""
+    fork = await style_service.fork_style(session, style_id, user, storage)
+    return style_out(fork, user, storage)

@@ -33,6 +33,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # kombu polls the folder once a second by default: a tenth keeps short jobs short.
+            "polling_interval": 0.1,
         }
     timeout = settings.celery_visibility_timeout
     return {

@@ -1,0 +1,688 @@
+"""Styles (worker side): the learn, apply and export jobs, and the storage work of import/fork.
+
+Synchronous code run by the ``ml`` Celery tasks (:mod:`app.workers.ml_tasks`) through
+:func:`app.services.job_service.run_job`, and by the API in a thread for import and fork.
+
+Consistency rules (see :mod:`app.services.style_service` for the versioned keys):
+
+* a learn job writes its objects under ``styles/{id}/v{n}/`` and publishes them with one
+  conditional UPDATE (``WHERE model_version = n``); if that matches no row the style was deleted
+  or re-learned meanwhile, and the job deletes what it wrote; after publishing it deletes the
+  previous version's objects (an apply that still held the old keys re-reads the row);
+* apply and export write their output, then touch the style row with an UPDATE (apply:
+  ``apply_count = apply_count + 1``). The UPDATE waits for a concurrent ``DELETE`` of the style
+  to commit; if the row is gone the job removes its output and fails with "style deleted".
+  Together with the API deleting the style's objects while holding the row, no object outlives
+  its style;
+* a failed or cancelled learn sets the style back (``ready`` if it still has a model, else
+  ``failed``) through the ``on_fail`` hook, only if the style still belongs to that learn.
+
+Learned models are cached per worker process, keyed by ``(style_id, model_version, model_key)``
+(a small LRU), so repeated applies and exports do not re-download and re-parse them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import case, select, update
+
+from app.config import Settings
+from app.models import Image as ImageRow
+from app.models import Style, StyleModelKind, StyleStatus
+from app.services.job_service import JobContext, PermanentJobError
+from app.services.storage_service import (
+    StorageObjectNotFound,
+    cube_key,
+    make_storage,
+    result_key,
+    style_key,
+)
+
+if TYPE_CHECKING:
+    from app.ml.base import StyleModel
+    from app.ml.lut import LUT3D
+    from app.services.storage_service import Storage
+
+log = logging.getLogger("picfilter.styles")
+
+PREVIEW_WIDTH = 800  # before | after, side by side
+PREVIEW_QUALITY = 82
+# Learning sees every image with its long side at most this many pixels (the ML core's default
+# working size; the ``working_size`` option may ask for up to MAX_LEARN_SIDE): a look is made of
+# colors, not detail, and 16 full-size photos would not fit in memory.
+LEARN_SIDE = 1200
+MAX_LEARN_SIDE = 4096
+DEFAULT_QUALITY = 92
+FORMAT_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
+FORMAT_CONTENT_TYPE = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+STYLE_DELETED = "style deleted"
+
+
+# ---- per-process resources ------------------------------------------------------------------
+_storage: tuple[int, Storage] | None = None
+
+
+def worker_storage(settings: Settings) -> Storage:
+    """The storage of this worker process (boto3 clients are not shared across fork)."""
+    global _storage
+    if _storage is None or _storage[0] != os.getpid():
+        _storage = (os.getpid(), make_storage(settings))
+    return _storage[1]
+
+
+class ModelCache:
+    """A small LRU of loaded style models keyed by ``(style_id, model_version, model_key)``."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, int, str], StyleModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, int, str], load: Callable[[], StyleModel]) -> StyleModel:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+        model = load()
+        with self._lock:
+            self.misses += 1
+            self._items[key] = model
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return model
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+MODEL_CACHE = ModelCache()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def version_key(style_id: uuid.UUID | str, version: int, name: str) -> str:
+    """``styles/{id}/v{n}/{name}``: where version ``n`` of a style keeps ``name``."""
+    return style_key(style_id, f"v{version}/{name}")
+
+
+def delete_keys(storage: Storage, keys: list[str | None]) -> None:
+    for key in keys:
+        if key:
+            try:
+                storage.delete(key)
+            except Exception:  # best effort; the style's prefix is removed with the style
+                log.warning("could not delete %s", key, exc_info=True)
+
+
+# ---- images ---------------------------------------------------------------------------------
+def _nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-sample resize: every output pixel is an input pixel (no new colors)."""
+    h, w = shape
+    ys = ((np.arange(h) + 0.5) * image.shape[0] / h).astype(np.int64)
+    xs = ((np.arange(w) + 0.5) * image.shape[1] / w).astype(np.int64)
+    return np.ascontiguousarray(image[ys][:, xs])
+
+
+def _box(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    pil = Image.fromarray(image).resize((shape[1], shape[0]), Image.Resampling.BOX)
+    return np.asarray(pil)
+
+
+def _capped(shape: tuple[int, ...], long_side: int) -> tuple[int, int]:
+    h, w = shape[:2]
+    scale = min(1.0, long_side / max(h, w))
+    return max(8, round(h * scale)), max(8, round(w * scale))
+
+
+def load_upright(data: bytes, what: str) -> np.ndarray:
+    """An upright (EXIF orientation applied) uint8 RGB array for learning."""
+    from app.ml.imaging import load_image
+
+    try:
+        pixels, _info = load_image(data, apply_orientation=True)
+    except ValueError as exc:
+        raise PermanentJobError(f"{what}: {exc}") from exc
+    return pixels
+
+
+def learning_pair(
+    before: np.ndarray, after: np.ndarray, long_side: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bring a pair to one size of at most ``long_side`` pixels, keeping corresponding colors:
+    same-size pairs are sampled at the same pixels (a blur would mix colors that the look maps
+    differently), pairs at different resolutions are both box-filtered to the smaller size."""
+    bh, bw = before.shape[:2]
+    ah, aw = after.shape[:2]
+    if abs(np.log((bw / bh) / (aw / ah))) > 0.01:
+        raise PermanentJobError(
+            f"{what}: the upright images have different aspect ratios ({bw}x{bh} and {aw}x{ah})"
+        )
+    if before.shape == after.shape:
+        target = _capped(before.shape, long_side)
+        if target == (bh, bw):
+            return before, after
+        return _nearest(before, target), _nearest(after, target)
+    target = _capped(before.shape if bw * bh <= aw * ah else after.shape, long_side)
+    return _box(before, target), _box(after, target)
+
+
+def side_by_side(before: np.ndarray, after: np.ndarray, width: int = PREVIEW_WIDTH) -> bytes:
+    """A WebP of ``before | after``, ``width`` pixels wide in all."""
+    half = max(1, width // 2)
+    h, w = before.shape[:2]
+    height = max(1, round(h * half / w))
+    left = Image.fromarray(before).resize((half, height), Image.Resampling.LANCZOS)
+    right = Image.fromarray(after).resize((half, height), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (half * 2, height))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (half, 0))
+    buf = io.BytesIO()
+    canvas.save(buf, "WEBP", quality=PREVIEW_QUALITY)
+    return buf.getvalue()
+
+
+def color_chart(width: int = 400, height: int = 300) -> np.ndarray:
+    """A built-in test chart (uint8): a hue x lightness sweep, a saturation sweep, a gray ramp
+    and a row of everyday colors (skin, sky, foliage, ...), for previews of imported LUTs."""
+    sweep_h = int(height * 0.55)
+    sat_h = int(height * 0.15)
+    gray_h = int(height * 0.12)
+    patch_h = height - sweep_h - sat_h - gray_h
+    hue = np.linspace(0.0, 1.0, width, endpoint=False)[None, :]
+    light = np.linspace(0.95, 0.08, sweep_h)[:, None]
+    chroma = 1.0 - np.abs(2.0 * light - 1.0)
+    # HSV-style hue ramp (fully saturated RGB), then lightness/chroma rows around it
+    phase = ((hue * 6.0)[..., None] + np.array([0.0, 4.0, 2.0])) % 6.0
+    rgb_hue = np.clip(np.abs(phase - 3.0) - 1.0, 0.0, 1.0)
+    sweep = light[..., None] + chroma[..., None] * (rgb_hue - 0.5)
+    sat = np.linspace(0.0, 1.0, sat_h)[:, None, None]
+    sat_rows = 0.5 + sat * (rgb_hue - 0.5) * 0.9
+    gray = np.broadcast_to(np.linspace(0.0, 1.0, width)[None, :, None], (gray_h, width, 3))
+    patches = np.array(
+        [
+            [0.45, 0.32, 0.26],
+            [0.76, 0.59, 0.51],
+            [0.37, 0.48, 0.61],
+            [0.35, 0.42, 0.26],
+            [0.51, 0.50, 0.69],
+            [0.40, 0.74, 0.67],
+            [0.84, 0.48, 0.18],
+            [0.88, 0.78, 0.12],
+            [0.69, 0.19, 0.22],
+            [0.22, 0.24, 0.58],
+            [0.97, 0.97, 0.95],
+            [0.05, 0.05, 0.05],
+        ]
+    )
+    idx = np.arange(width) * len(patches) // width
+    patch_rows = np.broadcast_to(patches[idx][None, :, :], (patch_h, width, 3))
+    chart = np.concatenate(
+        [np.clip(sweep, 0, 1), np.broadcast_to(sat_rows, (sat_h, width, 3)), gray, patch_rows]
+    )
+    return np.ascontiguousarray((chart * 255.0 + 0.5).astype(np.uint8))
+
+
+# ---- model bytes ----------------------------------------------------------------------------
+def _load_model_bytes(data: bytes) -> StyleModel:
+    from app.ml.learn import load_style_bytes
+
+    return load_style_bytes(data)
+
+
+def load_style_model(storage: Storage, style: Style) -> StyleModel:
+    """The style's model (cached per process); raises StorageObjectNotFound if it is gone."""
+    key = style.model_key
+    if not key:
+        raise PermanentJobError("the style has no model")
+    return MODEL_CACHE.get(
+        (str(style.id), style.model_version, key), lambda: _load_model_bytes(storage.get_bytes(key))
+    )
+
+
+def _read_style(ctx: JobContext, style_id: uuid.UUID) -> Style:
+    with ctx.db.session() as s:
+        style = s.get(Style, style_id)
+        if style is None:
+            raise PermanentJobError(STYLE_DELETED)
+        s.expunge(style)
+    return style
+
+
+def _model_for_job(
+    ctx: JobContext, storage: Storage, style_id: uuid.UUID
+) -> tuple[Style, StyleModel]:
+    """Read the style row and its model; if a re-learn replaced the model between the read and
+    the download (old objects deleted), read the row again."""
+    for attempt in range(3):
+        style = _read_style(ctx, style_id)
+        try:
+            return style, load_style_model(storage, style)
+        except StorageObjectNotFound:
+            if attempt == 2:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _touch_style(ctx: JobContext, style_id: uuid.UUID, *, count_apply: bool) -> bool:
+    """UPDATE the style row (waits for a concurrent delete to commit); False if it is gone."""
+    values: dict[str, Any] = {"updated_at": Style.updated_at}
+    if count_apply:
+        values["apply_count"] = Style.apply_count + 1
+    else:
+        values["model_version"] = Style.model_version
+    with ctx.db.session() as s:
+        res = s.execute(
+            update(Style)
+            .where(Style.id == style_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return getattr(res, "rowcount", 0) == 1
+
+
+# ---- learn ----------------------------------------------------------------------------------
+class _Progress:
+    """Maps the ML core's 0..1 progress to ``lo..hi`` percent, writing at most every 0.5 s."""
+
+    def __init__(self, ctx: JobContext, lo: float, hi: float) -> None:
+        self.ctx, self.lo, self.hi = ctx, lo, hi
+        self._last = 0.0
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        now = time.monotonic()
+        if now - self._last < 0.5 and fraction < 1.0:
+            return
+        self._last = now
+        f = min(1.0, max(0.0, float(fraction)))
+        self.ctx.progress(self.lo + (self.hi - self.lo) * f, message)
+
+
+def _image_row(ctx: JobContext, image_id: str, what: str) -> ImageRow:
+    with ctx.db.session() as s:
+        row = s.get(ImageRow, uuid.UUID(image_id))
+        if row is None or row.owner_id != ctx.owner_id:
+            raise PermanentJobError(f"{what}: image {image_id} was deleted")
+        s.expunge(row)
+    return row
+
+
+def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
+    """The ``learn_style`` job: load the images, learn, store, publish (see the module doc).
+
+    ``init_weights``: the published starting weights of ``adaptive_3dlut`` (the worker's model
+    registry), if any.
+    """
+    from app.ml import LearnInputError, dumps_cube, learn_style, save_style_bytes
+
+    p = ctx.params
+    style_id = uuid.UUID(p["style_id"])
+    version = int(p["model_version"])
+    model_name = str(p.get("model", "dlut"))
+    storage = worker_storage(ctx.settings)
+    style = _read_style(ctx, style_id)
+    if style.model_version != version:
+        raise PermanentJobError("superseded by a newer learn request")
+    options = dict(p.get("options") or {})
+    budget = ctx.settings.ml_learn_time_budget_seconds
+    if options.get("time_budget_s") is not None:  # a caller may ask for less, never for more
+        budget = min(budget, max(1.0, float(options.pop("time_budget_s"))))
+    long_side = min(MAX_LEARN_SIDE, max(64, int(options.get("working_size") or LEARN_SIDE)))
+
+    ctx.progress(1, "loading images")
+    pair_ids = list(p.get("pairs", []))
+    ref_ids = list(p.get("references", []))
+    total = max(1, len(pair_ids) + len(ref_ids))
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for i, pair in enumerate(pair_ids):
+        fields = (f"pairs[{i}].before_image_id", f"pairs[{i}].after_image_id")
+        rows = [
+            _image_row(ctx, pair[k], f) for k, f in zip(("before", "after"), fields, strict=True)
+        ]
+        before, after = (
+            load_upright(_get(storage, row.storage_key, f), f)
+            for row, f in zip(rows, fields, strict=True)
+        )
+        pairs.append(learning_pair(before, after, long_side, f"pairs[{i}]"))
+        ctx.progress(1 + 4 * (i + 1) / total, "loading images")
+    references: list[np.ndarray] = []
+    for i, ref_id in enumerate(ref_ids):
+        what = f"reference_image_ids[{i}]"
+        ref = load_upright(_get(storage, _image_row(ctx, ref_id, what).storage_key, what), what)
+        references.append(_box(ref, _capped(ref.shape, long_side)))
+        ctx.progress(1 + 4 * (len(pairs) + i + 1) / total, "loading images")
+
+    ctx.progress(5, "learning")
+    try:
+        result = learn_style(
+            model_name,
+            pairs=pairs,
+            references=references,
+            options=options,
+            time_budget_s=budget,
+            progress=_Progress(ctx, 5, 90),
+            device=ctx.settings.ml_device,
+            init_weights=init_weights if model_name == "adaptive_3dlut" else None,
+        )
+    except LearnInputError as exc:
+        raise PermanentJobError(f"cannot learn from these images: {exc}") from exc
+    except ValueError as exc:  # a model option out of range (e.g. lut_size)
+        raise PermanentJobError(f"cannot learn with these options: {exc}") from exc
+    ctx.progress(90, "saving the model")
+
+    model = result.model
+    metrics = _plain_metrics(result.metrics)
+    kind = StyleModelKind(model.kind) if model.kind in StyleModelKind.__members__ else None
+    meta = {"style_id": str(style_id), "model_version": version, "name": style.name}
+    sample = pairs[0][0] if pairs else color_chart()
+    preview = side_by_side(sample, model.apply(sample, 1.0))
+    del pairs, references
+    lut: LUT3D = result.lut
+    lut_text = dumps_cube(
+        lut,
+        title=f"{style.name} (PicFilter {model.kind}, {lut.size}^3)",
+        comments=[f"style {style_id} version {version}"],
+    )
+    keys = {
+        "model_key": version_key(style_id, version, "model.pt"),
+        "lut_key": version_key(style_id, version, "lut.cube"),
+        "preview_key": version_key(style_id, version, "preview.webp"),
+    }
+    written: list[str | None] = []
+    try:
+        storage.put_bytes(
+            keys["model_key"], save_style_bytes(model, metrics, meta), "application/octet-stream"
+        )
+        written.append(keys["model_key"])
+        storage.put_bytes(keys["lut_key"], lut_text.encode("utf-8"), "text/plain")
+        written.append(keys["lut_key"])
+        storage.put_bytes(keys["preview_key"], preview, "image/webp")
+        written.append(keys["preview_key"])
+        ctx.check_cancelled()
+        old = _publish(ctx, style_id, version, keys, metrics, kind or StyleModelKind(model_name))
+    except BaseException:
+        delete_keys(storage, written)
+        raise
+    delete_keys(storage, [k for k in old if k and k not in keys.values()])
+    return {
+        "style_id": str(style_id),
+        "model": model.kind,
+        "model_version": version,
+        "metrics": metrics,
+    }
+
+
+def _get(storage: Storage, key: str, what: str) -> bytes:
+    try:
+        return storage.get_bytes(key)
+    except StorageObjectNotFound as exc:
+        raise PermanentJobError(f"{what}: the image's file is gone") from exc
+
+
+def _plain_metrics(value: Any) -> Any:
+    """JSON-safe metrics: NumPy scalars to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain_metrics(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_metrics(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    return str(value)
+
+
+def _publish(
+    ctx: JobContext,
+    style_id: uuid.UUID,
+    version: int,
+    keys: dict[str, str],
+    metrics: dict[str, Any],
+    kind: StyleModelKind | None,
+) -> list[str | None]:
+    """Switch the style to the new objects if it is still at ``version``; returns the old keys."""
+    with ctx.db.session() as s:
+        old = s.execute(
+            select(Style.model_key, Style.lut_key, Style.preview_key).where(Style.id == style_id)
+        ).one_or_none()
+        res = s.execute(
+            update(Style)
+            .where(Style.id == style_id, Style.model_version == version)
+            .values(
+                status=StyleStatus.ready,
+                model=kind,
+                metrics=metrics,
+                error=None,
+                updated_at=_now(),
+                **keys,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(res, "rowcount", 0) != 1:
+            exists = s.execute(select(Style.id).where(Style.id == style_id)).first()
+            raise PermanentJobError(
+                "superseded by a newer learn request" if exists else STYLE_DELETED
+            )
+    return list(old) if old else []
+
+
+def on_learn_fail(ctx: JobContext, message: str) -> None:
+    """Set the style back after a failed or cancelled learn: ``ready`` if it still has a model
+    (the previous one), else ``failed``; only while the style still belongs to this learn."""
+    p = ctx.params
+    reason = "learning was cancelled" if message == "cancelled" else message
+    with ctx.db.session() as s:
+        s.execute(
+            update(Style)
+            .where(
+                Style.id == uuid.UUID(p["style_id"]),
+                Style.model_version == int(p["model_version"]),
+                Style.status == StyleStatus.training,
+            )
+            .values(
+                status=case(
+                    (Style.model_key.is_(None), StyleStatus.failed.value),
+                    else_=StyleStatus.ready.value,
+                ),
+                error=reason,
+                updated_at=_now(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+# ---- apply ----------------------------------------------------------------------------------
+def apply(ctx: JobContext) -> dict[str, Any]:
+    """The ``apply_style`` job: full resolution, strength, format/quality; the ICC profile and
+    the EXIF (orientation included, GPS removed) are kept, the pixels are not rotated."""
+    from app.ml.imaging import encode_image, load_image, strip_gps
+
+    p = ctx.params
+    style_id = uuid.UUID(p["style_id"])
+    storage = worker_storage(ctx.settings)
+    image = _image_row(ctx, p["image_id"], "image_id")
+    style, model = _model_for_job(ctx, storage, style_id)
+    ctx.progress(10, "decoding")
+    try:
+        pixels, info = load_image(
+            storage.get_bytes(image.storage_key),
+            apply_orientation=False,
+            max_pixels=ctx.settings.max_image_pixels,
+        )
+    except StorageObjectNotFound as exc:
+        raise PermanentJobError("the image's file is gone") from exc
+    except ValueError as exc:
+        raise PermanentJobError(f"the image cannot be decoded: {exc}") from exc
+    ctx.progress(30, "applying")
+    graded = model.apply(pixels, float(p.get("strength", 1.0)))
+    source = (info.format or "").lower().replace("mpo", "jpeg")
+    fmt = p.get("format") or (source if source in FORMAT_EXT else "jpeg")
+    ctx.progress(60, "encoding")
+    data = encode_image(
+        graded,
+        fmt,
+        int(p.get("quality") or DEFAULT_QUALITY),
+        info.icc_profile,
+        strip_gps(info.exif),
+        alpha=info.alpha,
+    )
+    del pixels, graded
+    key = result_key(ctx.owner_id, ctx.job_id, FORMAT_EXT[fmt])
+    storage.put_bytes(key, data, FORMAT_CONTENT_TYPE[fmt])
+    try:
+        ctx.check_cancelled()
+        if not _touch_style(ctx, style_id, count_apply=True):
+            raise PermanentJobError(STYLE_DELETED)
+    except BaseException:
+        delete_keys(storage, [key])
+        raise
+    width, height = info.width, info.height
+    if info.orientation in (5, 6, 7, 8):  # as displayed
+        width, height = height, width
+    stem = os.path.splitext(image.filename or "image")[0][:80] or "image"
+    filename = f"{_slug(stem)}_{_slug(style.name)}.{FORMAT_EXT[fmt]}"
+    return {
+        "result_url": storage.presign_get(key, expires_in=RESULT_URL_TTL, filename=filename),
+        "result_key": key,
+        "width": width,
+        "height": height,
+        "format": fmt,
+        "bytes": len(data),
+        "orientation": info.orientation,
+        "style_model_version": style.model_version,
+    }
+
+
+# Presigned result/download URLs are stored in the job row; they stay valid this long.
+RESULT_URL_TTL = 24 * 3600
+
+
+def _slug(name: str) -> str:
+    from app.services.style_service import slugify
+
+    return slugify(name)
+
+
+# ---- export ---------------------------------------------------------------------------------
+def export(ctx: JobContext) -> dict[str, Any]:
+    """The ``export_cube`` job: bake the model (17/33/65), write ``cubes/{style}/{job}.cube``."""
+    from app.ml.cube_export import dumps_cube
+
+    p = ctx.params
+    style_id = uuid.UUID(p["style_id"])
+    size = int(p.get("size", 33))
+    storage = worker_storage(ctx.settings)
+    style, model = _model_for_job(ctx, storage, style_id)
+    lut = model.bake(size)
+    title = f"{style.name} - PicFilter {style.model.value if style.model else 'style'} {size}^3"
+    comments = [
+        f"PicFilter style {style.id}",
+        "Adobe Cube 1.0: LUT_3D_SIZE, DOMAIN_MIN/MAX, red index changes fastest",
+    ]
+    if style.model == StyleModelKind.adaptive_3dlut:
+        comments.append("image-adaptive style: basis weights averaged over its training images")
+    text = dumps_cube(lut, title=title, comments=comments)
+    key = cube_key(style_id, ctx.job_id)
+    storage.put_bytes(key, text.encode("utf-8"), "text/plain")
+    try:
+        if not _touch_style(ctx, style_id, count_apply=False):
+            raise PermanentJobError(STYLE_DELETED)
+    except BaseException:
+        delete_keys(storage, [key])
+        raise
+    filename = p.get("filename") or f"{_slug(style.name)}_{size}.cube"
+    return {
+        "download_url": storage.presign_get(key, expires_in=RESULT_URL_TTL, filename=filename),
+        "size": size,
+        "filename": filename,
+        "bytes": len(text),
+    }
+
+
+# ---- import / fork (called by the API in a thread) ------------------------------------------
+@dataclass
+class StoredObjects:
+    model_key: str
+    lut_key: str
+    preview_key: str
+    metrics: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def delete(self, storage: Storage) -> None:
+        delete_keys(storage, [self.model_key, self.lut_key, self.preview_key])
+
+
+def store_imported_cube(
+    storage: Storage, style_id: uuid.UUID, data: bytes, filename: str, name: str
+) -> StoredObjects:
+    """Parse a ``.cube`` (raises CubeParseError) and store model, LUT and chart preview (v1)."""
+    from app.ml.cube_export import dumps_cube, read_cube
+    from app.ml.learn import save_style_bytes
+    from app.ml.lut import LUTStyle
+
+    lut = read_cube(data.decode("utf-8-sig"))
+    model = LUTStyle(lut, kind="imported", info={"filename": filename, "title": lut.title or ""})
+    chart = color_chart()
+    preview = side_by_side(chart, model.apply(chart, 1.0))
+    meta = {"style_id": str(style_id), "model_version": 1, "name": name, "source": filename}
+    objects = StoredObjects(
+        model_key=version_key(style_id, 1, "model.pt"),
+        lut_key=version_key(style_id, 1, "lut.cube"),
+        preview_key=version_key(style_id, 1, "preview.webp"),
+    )
+    written: list[str | None] = []
+    try:
+        storage.put_bytes(
+            objects.model_key, save_style_bytes(model, {}, meta), "application/octet-stream"
+        )
+        written.append(objects.model_key)
+        text = dumps_cube(lut, title=lut.title or name, comments=[f"imported from {filename}"])
+        storage.put_bytes(objects.lut_key, text.encode("utf-8"), "text/plain")
+        written.append(objects.lut_key)
+        storage.put_bytes(objects.preview_key, preview, "image/webp")
+        written.append(objects.preview_key)
+    except BaseException:
+        delete_keys(storage, written)
+        raise
+    return objects
+
+
+def copy_style_objects(
+    storage: Storage, new_style_id: uuid.UUID, keys: dict[str, str | None]
+) -> dict[str, str]:
+    """Copy a style's current objects to version 1 of ``new_style_id`` (server-side copies)."""
+    names = {"model": "model.pt", "lut": "lut.cube", "preview": "preview.webp"}
+    out: dict[str, str] = {}
+    try:
+        for what, src in keys.items():
+            if not src:
+                continue
+            dst = version_key(new_style_id, 1, names[what])
+            storage.copy(src, dst)
+            out[what] = dst
+    except BaseException:
+        delete_keys(storage, list(out.values()))
+        raise
+    return out

@@ -1,0 +1,672 @@
+"""Styles (API side): CRUD, visibility, submitting learn/apply/export jobs, import and fork.
+
+Visibility (API.md): a ``private`` style exists only for its owner (everyone else gets the same
+404 as for a missing id), an ``unlisted`` one is readable by anyone with its id, a ``public`` one
+is also listed in the gallery. Only the owner changes, deletes or re-learns a style; applying,
+exporting and forking work on the caller's own styles and on public/unlisted ones.
+
+:func:`style_out` is the one serializer of a style (the gallery reuses it) and
+:func:`get_visible_style` the one visibility check (the community service reuses it).
+
+Model versions: ``Style.model_version`` goes up by one each time a learn job is submitted; the
+job carries that number and publishes its model only if the row still has it (a stale or
+superseded job cannot overwrite a newer model). Stored objects live under versioned keys
+(``styles/{id}/v{n}/model.pt``, ``lut.cube``, ``preview.webp``); the row's ``model_key``,
+``lut_key`` and ``preview_key`` switch to the new ones in one UPDATE, so a concurrent apply reads
+either the old or the new model, never a half-written one. The worker side is
+:mod:`app.services.style_ops`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
+
+from app.config import Settings
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from app.models import (
+    Image,
+    ImageStatus,
+    Job,
+    JobStatus,
+    JobType,
+    Style,
+    StyleModelKind,
+    StyleStatus,
+    StyleTrainingImage,
+    TrainingRole,
+    User,
+    Visibility,
+)
+from app.schemas.auth import UserPublic
+from app.schemas.style import StyleOut
+from app.services import job_service
+
+if TYPE_CHECKING:
+    from app.services.storage_service import Storage
+
+# Aspect ratios of a before/after pair may differ by rounding only (e.g. an export at another size).
+ASPECT_TOLERANCE = 0.01
+LEARNABLE_MODELS = (StyleModelKind.dlut, StyleModelKind.nilut, StyleModelKind.adaptive_3dlut)
+EXPORT_SIZES = (17, 33, 65)
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 40
+
+
+# ---- lookups and serialization --------------------------------------------------------------
+def style_not_found() -> NotFound:
+    return NotFound("Style not found", code="style_not_found")
+
+
+def can_view(style: Style, user: User | None) -> bool:
+    """Private styles are visible to their owner only; unlisted and public ones to anyone."""
+    if style.visibility != Visibility.private:
+        return True
+    return user is not None and style.owner_id == user.id
+
+
+async def get_visible_style(
+    session: AsyncSession, style_id: uuid.UUID, user: User | None, *, for_update: bool = False
+) -> Style:
+    """The style with ``owner`` loaded; 404 if it is missing or another user's private style."""
+    stmt = select(Style).where(Style.id == style_id).options(joinedload(Style.owner))
+    if for_update:
+        stmt = stmt.with_for_update(of=Style)
+    style = (await session.execute(stmt)).scalar_one_or_none()
+    if style is None or not can_view(style, user):
+        raise style_not_found()
+    return style
+
+
+async def get_owned_style(
+    session: AsyncSession, style_id: uuid.UUID, user: User, *, for_update: bool = False
+) -> Style:
+    """The caller's own style; 404 for another user's private style, 403 for a visible one."""
+    style = await get_visible_style(session, style_id, user, for_update=for_update)
+    if style.owner_id != user.id:
+        raise Forbidden("Only the style's owner can do this", code="not_style_owner")
+    return style
+
+
+def rating_avg(style: Style) -> float | None:
+    """The plain mean of the ratings, 2 decimals; None when unrated."""
+    if not style.rating_count:
+        return None
+    return round(style.rating_sum / style.rating_count, 2)
+
+
+def style_out(style: Style, owner: User, storage: Storage) -> StyleOut:
+    """The API representation of a style (every endpoint, lists included).
+
+    ``preview_url`` is a short-lived presigned GET of the preview (null until there is one).
+    """
+    preview_url = storage.presign_get(style.preview_key) if style.preview_key else None
+    return StyleOut(
+        id=style.id,
+        owner=UserPublic(id=owner.id, username=owner.username),
+        name=style.name,
+        description=style.description or "",
+        tags=list(style.tags or []),
+        visibility=style.visibility,
+        status=style.status,
+        model=style.model,
+        preview_url=preview_url,
+        metrics=style.metrics,
+        error=style.error,
+        rating_avg=rating_avg(style),
+        rating_count=style.rating_count or 0,
+        comment_count=style.comment_count or 0,
+        apply_count=style.apply_count or 0,
+        forked_from=style.forked_from_id,
+        created_at=style.created_at,
+        updated_at=style.updated_at,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def slugify(name: str) -> str:
+    """A file-name-safe slug of a style name (``"Teal & Orange!"`` -> ``"teal-orange"``)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:60].strip("-") or "style"
+
+
+def normalize_tags(tags: Sequence[str] | None, field: str = "tags") -> list[str]:
+    """Trimmed, lower-cased, de-duplicated tags (order kept); 422 naming a bad one."""
+    out: list[str] = []
+    for i, raw in enumerate(tags or []):
+        tag = " ".join(str(raw).split()).lower()
+        if not tag:
+            continue
+        if len(tag) > MAX_TAG_LENGTH:
+            raise InvalidInput(
+                f"Tag {i} is longer than {MAX_TAG_LENGTH} characters",
+                code="invalid_tag",
+                details={"field": f"{field}[{i}]"},
+            )
+        if tag not in out:
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        raise InvalidInput(
+            f"At most {MAX_TAGS} tags", code="too_many_tags", details={"field": field}
+        )
+    return out
+
+
+# ---- CRUD -----------------------------------------------------------------------------------
+async def create_style(
+    session: AsyncSession,
+    user: User,
+    *,
+    name: str,
+    description: str = "",
+    tags: Sequence[str] | None = None,
+    visibility: Visibility = Visibility.private,
+) -> Style:
+    """A new ``draft`` style owned by ``user`` (``owner`` set, flushed)."""
+    style = Style(
+        id=uuid.uuid4(),
+        owner_id=user.id,
+        name=name.strip(),
+        description=description or "",
+        tags=normalize_tags(tags),
+        visibility=visibility,
+        status=StyleStatus.draft,
+        model=None,
+        model_version=0,
+        rating_sum=0,
+        rating_count=0,
+        rating_score=0.0,
+        comment_count=0,
+        apply_count=0,
+        created_at=_now(),
+        updated_at=_now(),
+    )
+    style.owner = user
+    session.add(style)
+    await session.flush()
+    return style
+
+
+async def _latest_learn_job(session: AsyncSession, style_id: uuid.UUID) -> Job | None:
+    stmt = (
+        select(Job)
+        .where(Job.style_id == style_id, Job.type == JobType.learn_style)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def settle_training(session: AsyncSession, style: Style) -> None:
+    """A style left in ``training`` by a learn job that ended without reaching the worker's
+    failure hook (cancelled while queued, failed by the stuck-job sweep) goes back to its
+    previous state: ``ready`` if it still has a model, else ``failed``."""
+    if style.status != StyleStatus.training:
+        return
+    job = await _latest_learn_job(session, style.id)
+    if job is not None and not job.status.finished:
+        return
+    if job is not None and job.params.get("model_version") not in (None, style.model_version):
+        return
+    reason = (job.error if job is not None else None) or (
+        "learning was cancelled"
+        if job is not None and job.status == JobStatus.cancelled
+        else "learning stopped"
+    )
+    res = await session.execute(
+        update(Style)
+        .where(
+            Style.id == style.id,
+            Style.status == StyleStatus.training,
+            Style.model_version == style.model_version,
+        )
+        .values(
+            status=StyleStatus.ready if style.model_key else StyleStatus.failed,
+            error=reason,
+            updated_at=_now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(res, "rowcount", 0) == 1:
+        style.status = StyleStatus.ready if style.model_key else StyleStatus.failed
+        style.error = reason
+
+
+async def get_style(session: AsyncSession, style_id: uuid.UUID, user: User | None) -> Style:
+    style = await get_visible_style(session, style_id, user)
+    if user is not None and style.owner_id == user.id:
+        await settle_training(session, style)
+    return style
+
+
+async def update_style(
+    session: AsyncSession, style_id: uuid.UUID, user: User, changes: dict[str, Any]
+) -> Style:
+    """Change name, description, tags or visibility (owner only)."""
+    style = await get_owned_style(session, style_id, user)
+    if "name" in changes and changes["name"] is not None:
+        style.name = str(changes["name"]).strip()
+    if "description" in changes:
+        style.description = changes["description"] or ""
+    if "tags" in changes:
+        style.tags = normalize_tags(changes["tags"])
+    if "visibility" in changes and changes["visibility"] is not None:
+        style.visibility = Visibility(changes["visibility"])
+    style.updated_at = _now()
+    await session.flush()
+    return style
+
+
+def style_prefixes(style_id: uuid.UUID) -> list[str]:
+    """Every storage prefix holding a style's objects (model, LUT, preview, exported cubes)."""
+    return [f"styles/{style_id}/", f"cubes/{style_id}/"]
+
+
+def delete_style_objects(storage: Storage, style_id: uuid.UUID) -> int:
+    return sum(storage.delete_prefix(prefix) for prefix in style_prefixes(style_id))
+
+
+async def delete_style(
+    session: AsyncSession, style_id: uuid.UUID, user: User, storage: Storage
+) -> None:
+    """Delete a style (owner only), end its unfinished jobs as failed ("style deleted") and
+    remove its stored objects.
+
+    The row is deleted (and locked) first; the objects are removed while the lock is held, so a
+    worker finishing a job meanwhile waits for this transaction, then sees the style gone and
+    removes what it wrote (see :mod:`app.services.style_ops`).
+    """
+    style = await get_owned_style(session, style_id, user)
+    now = _now()
+    await session.execute(
+        update(Job)
+        .where(
+            Job.style_id == style.id,
+            Job.status.in_([JobStatus.queued, JobStatus.processing]),
+        )
+        .values(status=JobStatus.failed, error="style deleted", finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(Style).where(Style.id == style.id).execution_options(synchronize_session=False)
+    )
+    await anyio.to_thread.run_sync(delete_style_objects, storage, style.id)
+
+
+# ---- learn ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairIds:
+    before_image_id: uuid.UUID
+    after_image_id: uuid.UUID
+
+
+def _bad_item(message: str, code: str, field: str, **extra: Any) -> InvalidInput:
+    return InvalidInput(message, code=code, details={"field": field, **extra})
+
+
+async def _load_images(session: AsyncSession, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Image]:
+    if not ids:
+        return {}
+    rows = (await session.execute(select(Image).where(Image.id.in_(set(ids))))).scalars()
+    return {img.id: img for img in rows}
+
+
+def _check_image(
+    images: dict[uuid.UUID, Image], image_id: uuid.UUID, user: User, field: str
+) -> Image:
+    image = images.get(image_id)
+    if image is None or image.owner_id != user.id:
+        raise _bad_item(f"{field}: image {image_id} not found", "image_not_found", field)
+    if image.status != ImageStatus.confirmed or not image.width or not image.height:
+        raise _bad_item(
+            f"{field}: image {image_id} is not confirmed (status {image.status.value})",
+            "image_not_confirmed",
+            field,
+        )
+    return image
+
+
+async def submit_learn(
+    session: AsyncSession,
+    style_id: uuid.UUID,
+    user: User,
+    settings: Settings,
+    *,
+    model: StyleModelKind,
+    pairs: Sequence[PairIds],
+    reference_image_ids: Sequence[uuid.UUID],
+    options: dict[str, Any],
+) -> Job:
+    """Validate the training set and queue a learn job; the style becomes ``training``.
+
+    Every image must be the caller's and confirmed; a pair's images must have the same aspect
+    ratio; at most ``settings.max_learn_items`` pairs and references together. Re-learning while
+    a learn job is still queued or running is a 409.
+    """
+    style = await get_owned_style(session, style_id, user)
+    if model not in LEARNABLE_MODELS:
+        raise _bad_item(f"model {model.value!r} cannot be learned", "invalid_model", "model")
+    if not pairs and not reference_image_ids:
+        raise _bad_item(
+            "Give pairs and/or reference_image_ids (at least one image)",
+            "no_training_images",
+            "pairs",
+        )
+    if model == StyleModelKind.adaptive_3dlut and not pairs:
+        raise _bad_item(
+            "adaptive_3dlut learns from before/after pairs; learn reference images with dlut "
+            "or nilut",
+            "pairs_required",
+            "pairs",
+        )
+    total = len(pairs) + len(reference_image_ids)
+    if total > settings.max_learn_items:
+        raise _bad_item(
+            f"At most {settings.max_learn_items} pairs and references together, got {total}",
+            "too_many_training_images",
+            "pairs" if len(pairs) > settings.max_learn_items else "reference_image_ids",
+            limit=settings.max_learn_items,
+        )
+    ids = [p.before_image_id for p in pairs] + [p.after_image_id for p in pairs]
+    images = await _load_images(session, [*ids, *reference_image_ids])
+    for i, pair in enumerate(pairs):
+        before = _check_image(images, pair.before_image_id, user, f"pairs[{i}].before_image_id")
+        after = _check_image(images, pair.after_image_id, user, f"pairs[{i}].after_image_id")
+        if pair.before_image_id == pair.after_image_id:
+            raise _bad_item(
+                f"pairs[{i}]: before and after are the same image",
+                "same_image",
+                f"pairs[{i}].after_image_id",
+            )
+        ratio_b = (before.width or 1) / (before.height or 1)
+        ratio_a = (after.width or 1) / (after.height or 1)
+        if abs(math.log(ratio_b / ratio_a)) > ASPECT_TOLERANCE:
+            raise _bad_item(
+                f"pairs[{i}]: the after image ({after.width}x{after.height}) does not have the "
+                f"aspect ratio of the before image ({before.width}x{before.height})",
+                "aspect_ratio_mismatch",
+                f"pairs[{i}].after_image_id",
+            )
+    for i, ref in enumerate(reference_image_ids):
+        _check_image(images, ref, user, f"reference_image_ids[{i}]")
+
+    if style.status == StyleStatus.training:
+        await settle_training(session, style)
+        if style.status == StyleStatus.training:
+            raise Conflict(
+                "The style is already learning; wait for its job or cancel it",
+                code="style_training",
+            )
+    version = style.model_version + 1
+    claimed = await session.execute(
+        update(Style)
+        .where(Style.id == style.id, Style.model_version == style.model_version)
+        .values(status=StyleStatus.training, model_version=version, error=None, updated_at=_now())
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(claimed, "rowcount", 0) != 1:
+        raise Conflict("The style changed meanwhile; try again", code="style_training")
+    await session.execute(delete(StyleTrainingImage).where(StyleTrainingImage.style_id == style.id))
+    position = 0
+    for pair in pairs:
+        for role, image_id in (
+            (TrainingRole.before, pair.before_image_id),
+            (TrainingRole.after, pair.after_image_id),
+        ):
+            session.add(
+                StyleTrainingImage(
+                    id=uuid.uuid4(),
+                    style_id=style.id,
+                    image_id=image_id,
+                    role=role,
+                    position=position,
+                )
+            )
+        position += 1
+    for ref in reference_image_ids:
+        session.add(
+            StyleTrainingImage(
+                id=uuid.uuid4(),
+                style_id=style.id,
+                image_id=ref,
+                role=TrainingRole.reference,
+                position=position,
+            )
+        )
+        position += 1
+    params = {
+        "style_id": str(style.id),
+        "model_version": version,
+        "model": model.value,
+        "pairs": [
+            {"before": str(p.before_image_id), "after": str(p.after_image_id)} for p in pairs
+        ],
+        "references": [str(r) for r in reference_image_ids],
+        "options": options,
+    }
+    job = job_service.create_job(
+        session, user.id, JobType.learn_style, params=params, style_id=style.id
+    )
+    await session.flush()
+    return job
+
+
+# ---- apply / export -------------------------------------------------------------------------
+def _require_model(style: Style) -> None:
+    if not style.model_key:
+        raise Conflict(
+            f"The style has no model yet (status {style.status.value}); learn or import one first",
+            code="style_not_ready",
+        )
+
+
+async def submit_apply(
+    session: AsyncSession,
+    style_id: uuid.UUID,
+    user: User,
+    *,
+    image_ids: Sequence[uuid.UUID],
+    field: str,
+    strength: float,
+    fmt: str | None,
+    quality: int | None,
+) -> list[Job]:
+    """Queue one apply job per image (the caller's confirmed images) with a visible style.
+
+    A style that is re-learning still has its previous model, so applying to it works.
+    """
+    style = await get_visible_style(session, style_id, user)
+    _require_model(style)
+    images = await _load_images(session, image_ids)
+    jobs = []
+    for i, image_id in enumerate(image_ids):
+        name = field if len(image_ids) == 1 and field == "image_id" else f"{field}[{i}]"
+        _check_image(images, image_id, user, name)
+        params = {
+            "style_id": str(style.id),
+            "image_id": str(image_id),
+            "strength": strength,
+            "format": fmt,
+            "quality": quality,
+        }
+        jobs.append(
+            job_service.create_job(
+                session,
+                user.id,
+                JobType.apply_style,
+                params=params,
+                style_id=style.id,
+                image_id=image_id,
+            )
+        )
+    await session.flush()
+    return jobs
+
+
+async def submit_export(
+    session: AsyncSession, style_id: uuid.UUID, user: User, *, size: int, fmt: str = "cube"
+) -> Job:
+    """Queue a ``.cube`` export of a visible style that has a model."""
+    style = await get_visible_style(session, style_id, user)
+    _require_model(style)
+    if size not in EXPORT_SIZES:
+        raise _bad_item(f"size must be one of {EXPORT_SIZES}", "invalid_size", "size")
+    params = {
+        "style_id": str(style.id),
+        "size": size,
+        "format": fmt,
+        "filename": f"{slugify(style.name)}_{size}.{fmt}",
+    }
+    job = job_service.create_job(
+        session, user.id, JobType.export_cube, params=params, style_id=style.id
+    )
+    await session.flush()
+    return job
+
+
+# ---- import / fork --------------------------------------------------------------------------
+async def import_style(
+    session: AsyncSession,
+    user: User,
+    storage: Storage,
+    settings: Settings,
+    *,
+    data: bytes,
+    filename: str | None,
+    name: str,
+    description: str = "",
+    tags: Sequence[str] | None = None,
+    visibility: Visibility = Visibility.private,
+) -> Style:
+    """A ``ready`` style (model ``imported``) from a ``.cube`` file.
+
+    The file is parsed in a thread (422 ``invalid_cube`` quoting the parser's line-numbered
+    message); the model, the LUT and a preview (a built-in color chart rendered with the LUT)
+    are stored before the row is flushed, and removed again if anything after that fails.
+    """
+    from app.ml.cube_export import CubeParseError
+    from app.services import style_ops
+
+    if len(data) > settings.max_cube_bytes:
+        raise PayloadTooLarge(
+            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
+            code="cube_too_large",
+            details={"field": "file", "limit": settings.max_cube_bytes},
+        )
+    if not name.strip():
+        raise _bad_item("name must not be blank", "invalid_name", "name")
+    if not data.strip():
+        raise _bad_item("The .cube file is empty", "invalid_cube", "file")
+    clean_tags = normalize_tags(tags)
+    style_id = uuid.uuid4()
+    try:
+        stored = await anyio.to_thread.run_sync(
+            style_ops.store_imported_cube, storage, style_id, data, filename or "", name
+        )
+    except CubeParseError as exc:
+        raise InvalidInput(
+            f"Invalid .cube file: {exc}",
+            code="invalid_cube",
+            details={"field": "file", "line": exc.line},
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise _bad_item(
+            f"Invalid .cube file: not text ({exc.reason})", "invalid_cube", "file"
+        ) from exc
+    style = Style(
+        id=style_id,
+        owner_id=user.id,
+        name=name.strip(),
+        description=description or "",
+        tags=clean_tags,
+        visibility=visibility,
+        status=StyleStatus.ready,
+        model=StyleModelKind.imported,
+        metrics=stored.metrics,
+        model_key=stored.model_key,
+        lut_key=stored.lut_key,
+        preview_key=stored.preview_key,
+        model_version=1,
+        rating_sum=0,
+        rating_count=0,
+        rating_score=0.0,
+        comment_count=0,
+        apply_count=0,
+        created_at=_now(),
+        updated_at=_now(),
+    )
+    style.owner = user
+    try:
+        session.add(style)
+        await session.flush()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(delete_style_objects, storage, style_id)
+        raise
+    return style
+
+
+async def fork_style(
+    session: AsyncSession, style_id: uuid.UUID, user: User, storage: Storage
+) -> Style:
+    """A private copy of a visible, ready style, owned by the caller (objects copied)."""
+    from app.services import style_ops
+
+    source = await get_visible_style(session, style_id, user)
+    if source.status != StyleStatus.ready or not source.model_key:
+        raise Conflict(
+            f"Only a ready style can be forked (this one is {source.status.value})",
+            code="style_not_ready",
+        )
+    new_id = uuid.uuid4()
+    keys = await anyio.to_thread.run_sync(
+        style_ops.copy_style_objects,
+        storage,
+        new_id,
+        {"model": source.model_key, "lut": source.lut_key, "preview": source.preview_key},
+    )
+    try:
+        fork = Style(
+            id=new_id,
+            owner_id=user.id,
+            name=source.name,
+            description=source.description or "",
+            tags=list(source.tags or []),
+            visibility=Visibility.private,
+            status=StyleStatus.ready,
+            model=source.model,
+            metrics=source.metrics,
+            model_key=keys.get("model"),
+            lut_key=keys.get("lut"),
+            preview_key=keys.get("preview"),
+            model_version=1,
+            forked_from_id=source.id,
+            rating_sum=0,
+            rating_count=0,
+            rating_score=0.0,
+            comment_count=0,
+            apply_count=0,
+            created_at=_now(),
+            updated_at=_now(),
+        )
+        fork.owner = user
+        session.add(fork)
+        await session.flush()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(delete_style_objects, storage, new_id)
+        raise
+    return fork
