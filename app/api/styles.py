@@ -180,7 +180,7 @@ async def create_style(
     return style_out(style, user, storage)
 
 
-@router.get("", response_model=Page[StyleOut])
+@router.get("", response_model=Page[StyleOut], description=gallery_service.GALLERY_DESCRIPTION)
 async def list_styles(
     user: OptionalUser,
     session: SessionDep,
