@@ -23,13 +23,15 @@ What is understood
 Errors are :class:`CubeParseError` (a ``ValueError``) whose message starts with the 1-based line
 number, e.g. ``"line 7: expected 3 numbers, got 2"``.
 
-Why hand-written: ``colour-science`` reads both dialects but parses with a Python loop over lines
-(about 2 s for a 65^3 file here), ignores ``DOMAIN_MIN/MAX`` in Resolve files and reports errors
-without line numbers; OpenColorIO reads ``.cube`` but cannot write it and its messages do not
-name the offending line either. The data block is parsed with NumPy (``str.split`` +
-``np.array``) and validated with vectorized byte scans, so a 65^3 file reads and writes in well
-under 0.3 s (``python -m app.bench cube_io`` prints the measured time). Other formats
-(``.3dl``, ``.csp``, ``.spi3d``, ...) are read through OpenColorIO in :func:`read_lut`.
+Why hand-written: ``colour-science`` reads and writes both dialects, but took 0.43 s to read
+and 0.82 s to write a 65^3 file here (a Python loop over lines), ignores ``DOMAIN_MIN/MAX`` in
+Resolve-style files and raises without line numbers. OpenColorIO reads a 65^3 ``.cube`` in about
+0.08 s and names the bad line, but it only reads files from disk, cannot write ``.cube``, and
+hands back a processor rather than the table (getting the lattice means sampling it). Here the
+data block is parsed with NumPy (``np.fromstring``) and validated with vectorized byte scans, and
+writing formats the digits with NumPy: a 65^3 file reads and writes in well under 0.3 s
+(``python -m app.bench cube_io`` prints the measured times). Other formats (``.3dl``, ``.csp``,
+``.spi3d``, ...) are read through OpenColorIO in :func:`read_lut`.
 
 Example::
 
@@ -95,7 +97,11 @@ class CubeData:
         zero, one = np.zeros(3), np.ones(3)
         dmin = self.domain_min if self.domain_min is not None else zero
         dmax = self.domain_max if self.domain_max is not None else one
-        dom_1d = (np.full(3, self.range_1d[0]), np.full(3, self.range_1d[1])) if self.range_1d else (dmin, dmax)
+        dom_1d = (
+            (np.full(3, self.range_1d[0]), np.full(3, self.range_1d[1]))
+            if self.range_1d
+            else (dmin, dmax)
+        )
         if self.range_3d:
             dom_3d = (np.full(3, self.range_3d[0]), np.full(3, self.range_3d[1]))
         elif self.table_1d is not None:  # with a shaper, DOMAIN_* describes the shaper's input
@@ -116,7 +122,9 @@ class CubeData:
             ramp = np.linspace(0.0, 1.0, size)
             axes = [_interp_1d(shaper[:, c], ramp) for c in range(3)]
             r, g, b = np.meshgrid(axes[0], axes[1], axes[2], indexing="ij")
-            return LUT3D(np.stack([r, g, b], -1), domain_min=min_1d, domain_max=max_1d, title=self.title)
+            return LUT3D(
+                np.stack([r, g, b], -1), domain_min=min_1d, domain_max=max_1d, title=self.title
+            )
         cube = LUT3D(self.table_3d, domain_min=min_3d, domain_max=max_3d)
         size = max(bake_size, cube.size)
         ramp = np.linspace(0.0, 1.0, size)
@@ -141,6 +149,7 @@ for _ch in b"0123456789+-.eE":
     _NUMBER_CHARS[_ch] = True
 _WHITESPACE = np.zeros(256, bool)
 _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_ALLOWED_BYTES = b"0123456789+-.eE\t\n\x0b\x0c\r "
 
 
 def _to_text(source: str | bytes | os.PathLike[str] | IO[str] | IO[bytes]) -> str:
@@ -149,14 +158,20 @@ def _to_text(source: str | bytes | os.PathLike[str] | IO[str] | IO[bytes]) -> st
     elif isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
     elif isinstance(source, str):
-        if "\n" in source or "\r" in source or source.lstrip().upper().startswith(("LUT_", "TITLE")):
+        if (
+            "\n" in source
+            or "\r" in source
+            or source.lstrip().upper().startswith(("LUT_", "TITLE"))
+        ):
             data = source
         else:
             data = Path(source).read_bytes()
     elif hasattr(source, "read"):
         data = source.read()
     else:
-        raise TypeError(f"expected a path, text, bytes or a file object, got {type(source).__name__}")
+        raise TypeError(
+            f"expected a path, text, bytes or a file object, got {type(source).__name__}"
+        )
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
     if data.startswith("\ufeff"):
@@ -186,7 +201,9 @@ def _parse_floats(tokens: list[str], lineno: int, count: int) -> np.ndarray:
     try:
         values = np.array([float(t) for t in tokens[1:]])
     except ValueError:
-        raise CubeParseError(lineno, f"{key} expects numbers, got {' '.join(tokens[1:])!r}") from None
+        raise CubeParseError(
+            lineno, f"{key} expects numbers, got {' '.join(tokens[1:])!r}"
+        ) from None
     if not np.all(np.isfinite(values)):
         raise CubeParseError(lineno, f"{key} has a NaN or infinite value")
     return values
@@ -243,7 +260,9 @@ def parse_cube(source: str | bytes | os.PathLike[str] | IO[str] | IO[bytes]) -> 
     return cube
 
 
-def _header_line(cube: CubeData, full: str, stripped: str, lineno: int, seen: dict[str, int]) -> None:
+def _header_line(
+    cube: CubeData, full: str, stripped: str, lineno: int, seen: dict[str, int]
+) -> None:
     match = _KEYWORD.match(stripped)
     if not match:
         raise CubeParseError(lineno, f"expected a keyword or 3 numbers, got {stripped[:40]!r}")
@@ -297,15 +316,16 @@ def _parse_block(
     """Parse the numeric block; returns (values, line number of each row)."""
     if "#" in block:  # drop comments but keep the newlines (line numbers)
         block = re.sub(r"#[^\n]*", "", block)
-    raw = np.frombuffer(block.encode("utf-8", errors="replace"), np.uint8)
+    encoded = block.encode("utf-8", errors="replace")
+    raw = np.frombuffer(encoded, np.uint8)
     newline_pos = np.flatnonzero(raw == 10)
 
     def line_of(offset: np.ndarray | int) -> np.ndarray:
         return first_line + np.searchsorted(newline_pos, offset)
 
     # 1. characters that cannot belong to a number (text, NaN, inf, keywords after the data)
-    bad = ~(_NUMBER_CHARS[raw] | _WHITESPACE[raw])
-    if bad.any():
+    if encoded.translate(None, _ALLOWED_BYTES):
+        bad = ~(_NUMBER_CHARS[raw] | _WHITESPACE[raw])
         offset = int(np.argmax(bad))
         line = int(line_of(offset))
         start = block.rfind("\n", 0, offset) + 1
@@ -328,30 +348,29 @@ def _parse_block(
     if wrong.size:
         k = int(wrong[0])
         raise CubeParseError(first_line + k, f"expected 3 numbers, got {int(per_line[k])}")
-    # 3. numbers themselves
-    tokens = block.split()
+    # 3. the numbers themselves (np.fromstring stops at a malformed token such as "1.2.3")
     try:
-        values = np.array(tokens, dtype=np.float64)
+        values = np.fromstring(block, sep=" ")
     except ValueError:
-        for i, tok in enumerate(tokens):
+        values = np.empty(0)
+    if values.size != starts.size:
+        for i, tok in enumerate(block.split()):
             if not _is_number_token(tok):
-                raise CubeParseError(int(line_of(starts[i])), f"expected a number, got {tok!r}") from None
-        raise  # pragma: no cover
+                raise CubeParseError(int(line_of(starts[i])), f"expected a number, got {tok!r}")
+        raise CubeParseError(0, "could not parse the table data")  # pragma: no cover
     if not np.all(np.isfinite(values)):
         i = int(np.flatnonzero(~np.isfinite(values))[0])
-        raise CubeParseError(int(line_of(starts[i])), f"NaN or infinite value {tokens[i]!r}")
+        raise CubeParseError(int(line_of(starts[i])), f"NaN or infinite value {values[i]!r}")
     row_lines = np.flatnonzero(per_line == 3) + first_line
     n_rows = values.size // 3
     if n_rows < expected_rows:
-        last = int(row_lines[-1]) if n_rows else first_line
+        missing_at = int(row_lines[-1]) + 1 if n_rows else first_line  # where the next row belongs
         raise CubeParseError(
-            last, f"truncated data: expected {expected_rows} rows, got {n_rows}"
+            missing_at, f"truncated data: expected {expected_rows} rows, got {n_rows}"
         )
     if n_rows > expected_rows:
         extra = int(row_lines[expected_rows])
-        raise CubeParseError(
-            extra, f"too many data rows: expected {expected_rows}, got {n_rows}"
-        )
+        raise CubeParseError(extra, f"too many data rows: expected {expected_rows}, got {n_rows}")
     return values, row_lines
 
 
@@ -399,11 +418,48 @@ def dumps_cube(
     head.append(f"LUT_3D_SIZE {lut.size}")
     head.append("DOMAIN_MIN " + " ".join(_fmt_domain(v) for v in lut.domain_min))
     head.append("DOMAIN_MAX " + " ".join(_fmt_domain(v) for v in lut.domain_max))
-    rows = lut.to_cube_order().astype(np.float64)
-    rows[rows == 0] = 0.0  # no "-0.0000000"
-    fmt = f"%.{decimals}f %.{decimals}f %.{decimals}f\n"
-    body = (fmt * rows.shape[0]) % tuple(rows.ravel().tolist())
+    body = _format_rows(lut.to_cube_order().astype(np.float64), decimals)
     return "\n".join(head) + "\n" + body
+
+
+def _format_rows(rows: np.ndarray, decimals: int) -> str:
+    """``"%.{decimals}f %.{decimals}f %.{decimals}f\\n"`` for every row, vectorized.
+
+    Builds the ASCII bytes with NumPy digit arithmetic (several times faster than
+    ``%``-formatting a 65^3 table); falls back to ``%`` for values too large for int64 fixed
+    point. Unlike ``%``, it never writes ``-0.0000000``.
+    """
+    flat = rows.ravel()
+    if flat.size == 0 or decimals > 9 or not np.all(np.abs(flat) < 1e9):
+        fmt = f"%.{decimals}f %.{decimals}f %.{decimals}f\n"
+        return (fmt * rows.shape[0]) % tuple(flat.tolist())
+    scale = 10**decimals
+    fixed = np.rint(np.abs(flat) * scale).astype(np.int64)
+    neg = (flat < 0) & (fixed != 0)
+    int_part = fixed // scale
+    frac_part = fixed - int_part * scale
+    powers = 10 ** np.arange(1, 19, dtype=np.int64)
+    n_int = 1 + np.searchsorted(powers, int_part, side="right")
+    length = neg + n_int + 1 + decimals  # sign, integer digits, ".", decimals
+    offsets = np.zeros(flat.size, np.int64)
+    np.cumsum(length[:-1] + 1, out=offsets[1:])
+    buf = np.empty(int(offsets[-1] + length[-1] + 1), np.uint8)
+    ends = offsets + length
+    buf[ends] = ord(" ")
+    buf[ends[2::3]] = ord("\n")
+    buf[offsets[neg]] = ord("-")
+    start = offsets + neg
+    for k in range(int(n_int.max())):
+        has = n_int > k
+        digit = (int_part[has] // 10**k) % 10
+        buf[(start + n_int - 1 - k)[has]] = digit + 48
+    dot = start + n_int
+    buf[dot] = ord(".")
+    rest = frac_part
+    for k in range(decimals - 1, -1, -1):
+        buf[dot + 1 + k] = rest % 10 + 48
+        rest = rest // 10
+    return buf.tobytes().decode("ascii")
 
 
 def _fmt_domain(value: float) -> str:

@@ -16,24 +16,30 @@ Two trilinear implementations
 -----------------------------
 * :meth:`LUT3D.apply` is the serving path: a hand-written numba kernel (``prange`` over pixel
   chunks, float32 math, uint8/uint16 in and out, strength blending fused into the same pass).
-  It never imports torch. Why not a library: OpenColorIO's CPU processor is as fast on 8-bit data
-  but needs a packed in-place buffer, its own thread splitting, and has no strength blending or
-  uint16/float output in one pass; Pillow's ``Color3DLUT`` only does 8-bit images and tables up to
-  65^3; ``colour-science`` interpolation is pure NumPy (seconds per 12 MP image). The
-  ``app.bench.lut_speed`` benchmark prints the measured comparison. For 8- and 16-bit input the
-  lattice index and fraction of every code value are precomputed per channel (256 or 65,536
-  entries), so the inner loop does only the 8 gathers and 7 lerps per channel.
+  It never imports torch. Why not a library: OpenColorIO's optimized uint8 CPU processor gives
+  the same results, but it works in place on a packed buffer (so a copy to keep the input), has
+  to be split over threads by the caller, and has no strength blend; Pillow's ``Color3DLUT`` is
+  single-threaded, 8-bit only and limited to 65^3 tables; ``colour-science`` interpolates in
+  NumPy (1.1 s per megapixel here). Measured by ``python -m app.bench lut_speed`` on this 2-core
+  machine while other jobs were running (methods interleaved, medians of 7): 12.5 MP uint8 with
+  a 33^3 LUT in 78 ms versus 157 ms for OpenColorIO on 2 threads and 208 ms for Pillow, 0 levels
+  from exact trilinear (OpenColorIO 0, Pillow 1). For 8- and 16-bit input the lattice offset and
+  fraction of every code value are precomputed per channel (256 or 65,536 entries), so the inner
+  loop does only the 8 gathers and 7 lerps per channel.
 * :func:`apply_torch` is the training path: a differentiable trilinear lookup built on
   ``torch.nn.functional.grid_sample`` (gradients flow to the table and to the input colors);
   torch is imported inside the function only.
 
 Threads: the kernel runs on numba's thread pool (``NUMBA_NUM_THREADS``, default: all cores).
-Unless ``NUMBA_THREADING_LAYER`` is set, this module selects numba's ``workqueue`` layer, because
-the GNU OpenMP layer (the other one available here) hangs in a child forked after the parent ran a
-parallel region (Celery prefork); kernel launches are serialized with a lock because ``workqueue``
-is not re-entrant. Compiled kernels are cached on disk (``cache=True``); when no cache directory is
-writable (read-only install), the module silently compiles in memory instead. Call
-:func:`warmup` once per worker process to pay the ~1 s compilation up front.
+Unless ``NUMBA_THREADING_LAYER`` is set, this module selects numba's ``workqueue`` layer: the only
+other layer installed here is GNU OpenMP, which numba's documentation lists as not fork-safe
+(Celery prefork forks workers), and TBB is absent. ``workqueue`` must not be entered by two
+threads at once, so kernel launches are serialized with a lock (on 2 cores a second concurrent
+launch would gain nothing anyway). Compiled kernels are cached on disk (``cache=True``); when no
+cache directory is writable (read-only install), the module silently compiles in memory instead.
+Call :func:`warmup` once per worker process (Celery ``worker_process_init``) to pay the
+compilation up front (measured here: 2.5 s for the four kernels without a cache, 0.3 s
+when loading them from the disk cache).
 
 Example::
 
@@ -132,7 +138,11 @@ class LUT3D:
         if hasattr(table, "detach"):  # a torch tensor
             table = table.detach().cpu().numpy()
         arr = np.array(table, dtype=np.float32, copy=True, order="C")
-        if arr.ndim != 4 or arr.shape[-1] != 3 or not (arr.shape[0] == arr.shape[1] == arr.shape[2]):
+        if (
+            arr.ndim != 4
+            or arr.shape[-1] != 3
+            or not (arr.shape[0] == arr.shape[1] == arr.shape[2])
+        ):
             raise ValueError(f"LUT table must have shape (N, N, N, 3), got {arr.shape}")
         size = arr.shape[0]
         _check_size(size)
@@ -194,7 +204,11 @@ class LUT3D:
         return bool(np.all(self.domain_min == 0.0) and np.all(self.domain_max == 1.0))
 
     def __repr__(self) -> str:
-        dom = "" if self.has_default_domain else f", domain={self.domain_min.tolist()}..{self.domain_max.tolist()}"
+        dom = (
+            ""
+            if self.has_default_domain
+            else f", domain={self.domain_min.tolist()}..{self.domain_max.tolist()}"
+        )
         title = f", title={self.title!r}" if self.title else ""
         return f"LUT3D(size={self.size}{dom}{title})"
 
@@ -280,7 +294,9 @@ class LUT3D:
         n = self.size
         flat = self.table.ravel()
         scale = ((n - 1) / (self.domain_max - self.domain_min)).astype(np.float32)
-        offset = (-self.domain_min * (n - 1) / (self.domain_max - self.domain_min)).astype(np.float32)
+        offset = (-self.domain_min * (n - 1) / (self.domain_max - self.domain_min)).astype(
+            np.float32
+        )
         pix = src.reshape(-1, 3)
         dst = np.empty_like(pix)
         kernels = _get_kernels()
@@ -308,7 +324,9 @@ class LUT3D:
         if size == self.size:
             return self
         table = self.apply(self.lattice_inputs(size))
-        return LUT3D(table, domain_min=self.domain_min, domain_max=self.domain_max, title=self.title)
+        return LUT3D(
+            table, domain_min=self.domain_min, domain_max=self.domain_max, title=self.title
+        )
 
     def compose(self, other: LUT3D) -> LUT3D:
         """A LUT that applies ``self`` first, then ``other`` (on ``self``'s lattice and domain)."""
@@ -320,18 +338,21 @@ class LUT3D:
         )
 
     def with_title(self, title: str | None) -> LUT3D:
-        return LUT3D(self.table, domain_min=self.domain_min, domain_max=self.domain_max, title=title)
+        return LUT3D(
+            self.table, domain_min=self.domain_min, domain_max=self.domain_max, title=title
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # numba kernels (compiled lazily; numpy fallback when numba is unavailable)
 # ---------------------------------------------------------------------------------------------
+numba: Any
 try:
     import numba
     from numba import prange
 except ImportError:  # pragma: no cover - numba is a dependency
     numba = None
-    prange = range
+    prange = range  # type: ignore[assignment,misc]
 
 _KERNEL_LOCK = threading.Lock()
 _CHUNK = 32768
@@ -397,7 +418,9 @@ def _apply_int_kernel(src, dst, t, lo_r, fr_r, lo_g, fr_g, lo_b, fr_b, sr, sg, m
                 dst[p, c] = min(max(v, np.float32(0.0)), maxv) + np.float32(0.5)
 
 
-def _apply_int_blend_kernel(src, dst, t, lo_r, fr_r, lo_g, fr_g, lo_b, fr_b, sr, sg, maxv, nchunks, strength):  # type: ignore[no-untyped-def]  # noqa: E501
+def _apply_int_blend_kernel(
+    src, dst, t, lo_r, fr_r, lo_g, fr_g, lo_b, fr_b, sr, sg, maxv, nchunks, strength
+):  # type: ignore[no-untyped-def]  # noqa: E501
     n_pix = src.shape[0]
     step = (n_pix + nchunks - 1) // nchunks
     for chunk in prange(nchunks):
@@ -592,10 +615,14 @@ def apply_torch(
 
     batched = table.dim() == 5
     tables = table if batched else table.unsqueeze(0)
-    if tables.dim() != 5 or tables.shape[-1] != 3 or not (
-        tables.shape[1] == tables.shape[2] == tables.shape[3]
+    if (
+        tables.dim() != 5
+        or tables.shape[-1] != 3
+        or not (tables.shape[1] == tables.shape[2] == tables.shape[3])
     ):
-        raise ValueError(f"table must have shape (N, N, N, 3) or (B, N, N, N, 3), got {tuple(table.shape)}")
+        raise ValueError(
+            f"table must have shape (N, N, N, 3) or (B, N, N, N, 3), got {tuple(table.shape)}"
+        )
     if rgb.shape[-1] != 3:
         raise ValueError(f"rgb must have shape (..., 3), got {tuple(rgb.shape)}")
     batch = tables.shape[0]
@@ -603,8 +630,12 @@ def apply_torch(
     pts = rgb.reshape(batch, -1, 3) if batched else rgb.reshape(1, -1, 3)
     pts = pts.to(tables.dtype)
     if domain_min is not None or domain_max is not None:
-        dmin = torch.as_tensor(domain_min if domain_min is not None else [0.0] * 3, dtype=pts.dtype, device=pts.device)
-        dmax = torch.as_tensor(domain_max if domain_max is not None else [1.0] * 3, dtype=pts.dtype, device=pts.device)
+        dmin = torch.as_tensor(
+            domain_min if domain_min is not None else [0.0] * 3, dtype=pts.dtype, device=pts.device
+        )
+        dmax = torch.as_tensor(
+            domain_max if domain_max is not None else [1.0] * 3, dtype=pts.dtype, device=pts.device
+        )
         pts = (pts - dmin) / (dmax - dmin)
     # grid_sample's volume is [B, C, D, H, W] and its grid holds (x -> W, y -> H, z -> D):
     # with the table permuted to [B, c, r, g, b], x is blue, y green and z red.
@@ -627,7 +658,9 @@ class LUTStyle:
     model saves with ``torch.save`` and loads with ``weights_only=True``.
     """
 
-    def __init__(self, lut: LUT3D, kind: str = "imported", info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, lut: LUT3D, kind: str = "imported", info: dict[str, Any] | None = None
+    ) -> None:
         if not isinstance(lut, LUT3D):
             raise TypeError(f"LUTStyle needs a LUT3D, got {type(lut).__name__}")
         self.lut = lut
@@ -663,7 +696,9 @@ class LUTStyle:
             domain_max=_to_numpy(state.get("domain_max", np.ones(3))),
             title=state.get("title") or None,
         )
-        return cls(lut, kind=kind or str(state.get("kind", "imported")), info=dict(state.get("info", {})))
+        return cls(
+            lut, kind=kind or str(state.get("kind", "imported")), info=dict(state.get("info", {}))
+        )
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -1,0 +1,177 @@
+"""LUT application speed: the numba applier vs OpenColorIO vs Pillow, and the whole apply step.
+
+Image: ``photos/ultrahdr_sky.jpg`` (4080x3072, 12.5 MP) decoded to uint8; LUT:
+``luts/classic_film.cube`` (33^3). Each timing is the median of 7 in-process runs after a warm-up;
+the methods run interleaved (one call of each per round) so that load from other processes on a
+shared machine affects them alike.
+Accuracy: max |difference| in 8-bit levels against an exact float64 trilinear lookup written
+here, on a 512x512 crop. OpenColorIO gets the same LUT through a ``Lut3DTransform`` (linear
+interpolation) and an optimized uint8 CPU processor, applied in place on a packed copy split in
+two halves on two threads (the copy is made outside the timed region). Pillow uses
+``ImageFilter.Color3DLUT`` (its own 8-bit code, one thread).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from app.bench import shared_data_dir
+
+RUNS = 7
+
+
+def _interleaved(methods: dict[str, Callable[[], Any]], runs: int) -> dict[str, float]:
+    """Median ms per method; one warm-up call each, then ``runs`` rounds of one call per method."""
+    for fn in methods.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(runs):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) * 1000.0 for name, v in times.items()}
+
+
+def exact_trilinear_u8(table: np.ndarray, img: np.ndarray) -> np.ndarray:
+    """Float64 trilinear lookup of uint8 pixels, rounded to uint8 (the accuracy reference)."""
+    n = table.shape[0]
+    t = table.astype(np.float64)
+    x = img.reshape(-1, 3).astype(np.float64) / 255.0 * (n - 1)
+    base = np.minimum(np.floor(x).astype(np.int64), n - 2)
+    f = x - base
+    out = np.zeros_like(x)
+    for corner in range(8):
+        off = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        w = np.prod(np.where(off == 1, f, 1.0 - f), axis=1)
+        idx = base + off
+        out += w[:, None] * t[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return np.clip(np.floor(out * 255.0 + 0.5), 0, 255).astype(np.uint8).reshape(img.shape)
+
+
+def _ocio_applier(table: np.ndarray) -> Callable[[np.ndarray], None] | None:
+    try:
+        import PyOpenColorIO as ocio
+    except ImportError:
+        return None
+    n = table.shape[0]
+    transform = ocio.Lut3DTransform(n)
+    transform.setInterpolation(ocio.INTERP_LINEAR)
+    for r in range(n):
+        for g in range(n):
+            for b in range(n):
+                transform.setValue(r, g, b, *(float(v) for v in table[r, g, b]))
+    proc = (
+        ocio.Config.CreateRaw()
+        .getProcessor(transform)
+        .getOptimizedCPUProcessor(
+            ocio.BIT_DEPTH_UINT8, ocio.BIT_DEPTH_UINT8, ocio.OPTIMIZATION_DEFAULT
+        )
+    )
+    pool = ThreadPoolExecutor(2)
+
+    def part(block: np.ndarray) -> None:
+        h, w = block.shape[:2]
+        desc = ocio.PackedImageDesc(block, w, h, 3, ocio.BIT_DEPTH_UINT8, 1, 3, 3 * w)
+        proc.apply(desc)
+
+    def apply_in_place(buf: np.ndarray) -> None:
+        half = buf.shape[0] // 2
+        list(pool.map(part, [buf[:half], buf[half:]]))
+
+    return apply_in_place
+
+
+def run() -> None:
+    data_dir = shared_data_dir()
+    photo = data_dir / "photos" / "ultrahdr_sky.jpg"
+    cube = data_dir / "luts" / "classic_film.cube"
+    if not photo.is_file() or not cube.is_file():
+        print(f"skipped: shared data not found under {data_dir}")
+        return
+    import numba
+    from PIL import Image, ImageFilter
+
+    from app.ml.cube_export import read_cube
+    from app.ml.imaging import apply_to_image_bytes, encode_image, load_image
+    from app.ml.lut import LUTStyle, warmup
+
+    compile_s = warmup()
+    data = photo.read_bytes()
+    img, _ = load_image(data, apply_orientation=False)
+    lut = read_cube(cube)
+    h, w = img.shape[:2]
+    crop = np.ascontiguousarray(img[1000:1512, 1500:2012])
+    exact = exact_trilinear_u8(lut.table, crop).astype(np.int64)
+    print(f"image {w}x{h} ({w * h / 1e6:.1f} MP) uint8, LUT {cube.name} {lut.size}^3")
+    print(
+        f"numba threads {numba.get_num_threads()} ({numba.threading_layer()} layer), "
+        f"cpu count {os.cpu_count()}, warm-up/compile {compile_s:.2f} s"
+    )
+    img16 = img.astype(np.uint16) * 257
+    imgf = img.astype(np.float32) / 255.0
+    ocio = _ocio_applier(lut.table)
+    ocio_buf = img.copy()
+    pil_lut = ImageFilter.Color3DLUT(lut.size, lut.to_cube_order().ravel().tolist())
+    pil_img = Image.fromarray(img)
+    methods: dict[str, Callable[[], Any]] = {
+        "LUT3D.apply uint8 (numba)": lambda: lut.apply(img),
+        "LUT3D.apply uint8, strength 0.8": lambda: lut.apply(img, 0.8),
+        "LUT3D.apply uint16": lambda: lut.apply(img16),
+        "LUT3D.apply float32": lambda: lut.apply(imgf),
+    }
+    if ocio is not None:
+        methods["OpenColorIO CPU uint8, 2 threads"] = lambda: ocio(ocio_buf)
+    methods["Pillow Color3DLUT (1 thread)"] = lambda: pil_img.filter(pil_lut)
+    times = _interleaved(methods, RUNS)
+
+    crop16 = crop.astype(np.uint16) * 257
+    diffs = {
+        "LUT3D.apply uint8 (numba)": f"{np.abs(lut.apply(crop) - exact).max()}",
+        "LUT3D.apply uint16": f"{np.abs(lut.apply(crop16) / 257.0 - exact).max():.2f}",
+        "LUT3D.apply float32": (
+            f"{np.abs(np.clip(lut.apply(crop / np.float32(255)), 0, 1) * 255 - exact).max():.2f}"
+        ),
+    }
+    if ocio is not None:
+        check = crop.copy()
+        ocio(check)
+        diffs["OpenColorIO CPU uint8, 2 threads"] = f"{np.abs(check - exact).max()}"
+    pil_crop = np.asarray(Image.fromarray(crop).filter(pil_lut)).astype(np.int64)
+    diffs["Pillow Color3DLUT (1 thread)"] = f"{np.abs(pil_crop - exact).max()}"
+
+    print("(methods run interleaved, round by round, so that machine load hits them alike)")
+    print(f"\n{'method':<36} {'median ms':>10} {'max |diff| vs exact (levels)':>30}")
+    for name, ms in times.items():
+        print(f"{name:<36} {ms:>10.1f} {diffs.get(name, '-'):>30}")
+    if ocio is None:
+        print("OpenColorIO: not installed")
+
+    style = LUTStyle(lut)
+
+    def decode_encode() -> None:
+        pixels, info = load_image(data, apply_orientation=False)
+        encode_image(pixels, "jpeg", 92, info.icc_profile, info.exif)
+
+    def full_apply() -> None:
+        apply_to_image_bytes(style, data, quality=92)
+
+    pipe = _interleaved(
+        {"decode + encode only": decode_encode, "decode + LUT + encode": full_apply}, 5
+    )
+    print(f"\n{'whole apply step (JPEG q92)':<36} {'median ms':>10}")
+    for name, ms in pipe.items():
+        print(f"{name:<36} {ms:>10.1f}")
+    ratio = pipe["decode + LUT + encode"] / pipe["decode + encode only"]
+    print(f"{'ratio (goal <= 1.3)':<36} {ratio:>10.2f}")
+    out = apply_to_image_bytes(style, data, quality=92)
+    with Image.open(io.BytesIO(out.data)) as im:
+        print(f"output {im.size[0]}x{im.size[1]}, ICC kept: {bool(im.info.get('icc_profile'))}")
