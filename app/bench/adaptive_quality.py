@@ -38,6 +38,7 @@ LOOK = "golden_years_film.cube"
 TRAIN = ("astronaut.png", "coffee.png", "tahoe-gps.jpg", "UNIS_EV0.jpg")
 FIT_BUDGET_S = 180.0
 GLOBAL_BUDGET_S = 30.0
+JITTER_BUDGET_S = 120.0
 SEED = 7
 
 
@@ -51,12 +52,13 @@ def _encode(v: np.ndarray) -> np.ndarray:
 
 
 def _load(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        scale = SIDE / max(im.size)
-        if scale < 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.LANCZOS)
-        return np.asarray(im, dtype=np.float32) / 255.0
+    with Image.open(path) as src:
+        im = src.convert("RGB")
+    scale = SIDE / max(im.size)
+    if scale < 1:
+        size = (round(im.width * scale), round(im.height * scale))
+        im = im.resize(size, Image.Resampling.LANCZOS)
+    return np.asarray(im, dtype=np.float32) / 255.0
 
 
 def build_pairs(data: Path) -> tuple[dict[str, TrainingPair], LUT3D, dict[str, np.ndarray]]:
@@ -83,7 +85,13 @@ def _score(outputs: dict[str, np.ndarray], pairs: dict[str, TrainingPair]) -> tu
     return float(np.mean(p)), float(np.mean(d))
 
 
-def _row(name: str, outputs: dict[str, np.ndarray], pairs: dict[str, TrainingPair], extra: str = "") -> None:
+def _quiet(fraction: float, message: str) -> None:
+    pass
+
+
+def _row(
+    name: str, outputs: dict[str, np.ndarray], pairs: dict[str, TrainingPair], extra: str = ""
+) -> None:
     p, d = _score(outputs, pairs)
     per = " ".join(f"{psnr(outputs[n], pairs[n].after):5.2f}" for n in outputs)
     print(f"{name:<44} {p:7.2f} {d:8.2f}   [{per}] {extra}", flush=True)
@@ -99,7 +107,8 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
     pairs, look, gains = build_pairs(data)
     train = [pairs[n] for n in TRAIN]
     test = {n: p for n, p in pairs.items() if n not in TRAIN}
-    print(f"look {LOOK}; photos at <= {SIDE} px; device {device}; torch threads {torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"look {LOOK}; photos at <= {SIDE} px; device {device}; torch threads {threads}")
     print(f"train ({len(train)}): {', '.join(TRAIN)}")
     print(f"test ({len(test)}): {', '.join(test)}")
     print(f"{'method':<44} {'PSNR dB':>7} {'mean dE00':>8}   [per test photo PSNR]")
@@ -107,7 +116,11 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
 
     published_dir = data / "models" / "adaptive_3dlut"
     published = load_published(published_dir, device=device)
-    _row("published model (FiveK expert C)", {n: published.apply(p.before) for n, p in test.items()}, test)
+    _row(
+        "published model (FiveK expert C)",
+        {n: published.apply(p.before) for n, p in test.items()},
+        test,
+    )
 
     _row(
         "true look LUT, no per-photo correction (ref)",
@@ -125,7 +138,7 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
             train,
             options={},
             time_budget_s=GLOBAL_BUDGET_S,
-            progress=lambda f, m: None,
+            progress=_quiet,
             device=device,
         )
         took = time.monotonic() - start
@@ -139,17 +152,41 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
     opts: dict[str, Any] = {"init_weights": str(published_dir)}
     opts.update(options or {})
     start = time.monotonic()
-    model = fit(train, options=opts, time_budget_s=fit_budget_s, progress=lambda f, m: None, device=device)
+    model = fit(train, options=opts, time_budget_s=fit_budget_s, progress=_quiet, device=device)
     took = time.monotonic() - start
     _row(
-        "adaptive 3D LUT fitted (4 pairs, published init)",
+        "adaptive 3D LUT fit (4 pairs, published init)",
         {n: model.apply(p.before) for n, p in test.items()},
         test,
         f"fit {took:.1f} s, {model.info.get('steps')} steps",
     )
     baked = model.bake(33)
-    _row("  same, baked with mean weights (export LUT)", {n: np.clip(baked.apply(p.before), 0, 1) for n, p in test.items()}, test)
-    train_out = {n: model.apply(pairs[n].before) for n in TRAIN}
-    _row("  same, on its 4 training photos", train_out, {n: pairs[n] for n in TRAIN})
-    print(f"fit budget {fit_budget_s:.0f} s, options {opts}")
+    _row(
+        "  same, baked with mean weights (export LUT)",
+        {n: np.clip(baked.apply(p.before), 0, 1) for n, p in test.items()},
+        test,
+    )
+    _row(
+        "  same, on its 4 training photos",
+        {n: model.apply(pairs[n].before) for n in TRAIN},
+        {n: pairs[n] for n in TRAIN},
+    )
+    if JITTER_BUDGET_S > 0:
+        jitter_opts = {**opts, "jitter": 0.2}
+        start = time.monotonic()
+        jittered = fit(
+            train,
+            options=jitter_opts,
+            time_budget_s=JITTER_BUDGET_S,
+            progress=_quiet,
+            device=device,
+        )
+        took = time.monotonic() - start
+        _row(
+            "  with upstream's input jitter 0.2",
+            {n: jittered.apply(p.before) for n, p in test.items()},
+            test,
+            f"fit {took:.1f} s, {jittered.info.get('steps')} steps",
+        )
+    print(f"fit budget {fit_budget_s:.0f} s (jitter row {JITTER_BUDGET_S:.0f} s), options {opts}")
     print(f"total benchmark time {time.monotonic() - t0:.1f} s")

@@ -181,7 +181,9 @@ class NILUTModel:
             return cond
         cond = np.asarray(value, dtype=np.float32).reshape(-1)
         if cond.shape != (k,) or not np.all(np.isfinite(cond)):
-            raise ValueError(f"condition must be {k} finite numbers, got {np.asarray(value).tolist()}")
+            raise ValueError(
+                f"condition must be {k} finite numbers, got {np.asarray(value).tolist()}"
+            )
         return cond
 
     # -- evaluation --------------------------------------------------------------------------
@@ -215,10 +217,8 @@ class NILUTModel:
         out = self._eval_rgb(torch.from_numpy(np.ascontiguousarray(flat)), cond, batch_size)
         return out.numpy().reshape(arr.shape)
 
-    def bake(
-        self, size: int = 33, condition: Sequence[float] | np.ndarray | None = None
-    ) -> LUT3D:
-        """The network (for ``condition``, default :attr:`condition`) sampled on a ``size**3`` lattice."""
+    def bake(self, size: int = 33, condition: Sequence[float] | np.ndarray | None = None) -> LUT3D:
+        """The network (for ``condition``, default :attr:`condition`) on a ``size**3`` lattice."""
         if size < 2:
             raise ValueError(f"LUT size must be >= 2, got {size}")
         cond = self._condition if condition is None else self._check_condition(condition)

@@ -1,4 +1,4 @@
-"""Small PyTorch helpers shared by the learned models (:mod:`app.ml.nilut`, :mod:`app.ml.adaptive_3dlut`).
+"""PyTorch helpers shared by the learned models (:mod:`app.ml.nilut`, :mod:`app.ml.adaptive_3dlut`).
 
 * :func:`pick_device`: the ``device`` asked for, else CUDA when present, else CPU.
 * :func:`torch_threads`: a context manager that sets ``torch.set_num_threads`` and restores it.
@@ -48,7 +48,7 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 @contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(num_threads)``; restore afterwards (None: no-op)."""
+    """Run the block with ``torch.set_num_threads(num_threads)``, then restore (None: no-op)."""
     if not num_threads or num_threads < 1:
         yield
         return
