@@ -291,14 +291,20 @@ def run_job(
     )
 
 
-def _resender(resend: Callable[[Job], None], job: Job) -> Callable[[], None]:
-    return lambda: resend(job)
+def _resender(callback: Callable[[Job], None], job: Job) -> Callable[[], None]:
+    return lambda: callback(job)
 
 
 def sweep_stuck_jobs(
-    db: SyncDatabase, settings: Settings, resend: Callable[[Job], None]
+    db: SyncDatabase,
+    settings: Settings,
+    resend: Callable[[Job], None],
+    on_failed: Callable[[Job], None] | None = None,
 ) -> dict[str, int]:
-    """Re-queue (or fail, once out of attempts) jobs whose worker stopped sending heartbeats."""
+    """Re-queue (or fail, once out of attempts) jobs whose worker stopped sending heartbeats.
+
+    ``resend`` sends a re-queued job's task again and ``on_failed`` lets the job's owner domain
+    settle what the job left behind (a style in ``training``); both run after the commit."""
     deadline = _now() - timedelta(seconds=settings.job_stuck_after_seconds)
     counts = {"requeued": 0, "failed": 0}
     with db.session() as s:
@@ -315,6 +321,8 @@ def sweep_stuck_jobs(
                 job.error = f"worker lost after {job.attempts} attempts"
                 job.finished_at = _now()
                 counts["failed"] += 1
+                if on_failed is not None:
+                    on_commit(s, _resender(on_failed, job))
             else:
                 job.status = JobStatus.queued
                 job.error = f"worker lost during attempt {job.attempts}; re-queued"

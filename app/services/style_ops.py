@@ -40,6 +40,7 @@ from PIL import Image
 from sqlalchemy import case, select, update
 
 from app.config import Settings
+from app.db import SyncDatabase
 from app.models import Image as ImageRow
 from app.models import Style, StyleModelKind, StyleStatus
 from app.services.job_service import JobContext, PermanentJobError
@@ -489,16 +490,21 @@ def _publish(
 
 
 def on_learn_fail(ctx: JobContext, message: str) -> None:
-    """Set the style back after a failed or cancelled learn: ``ready`` if it still has a model
-    (the previous one), else ``failed``; only while the style still belongs to this learn."""
-    p = ctx.params
+    """Set the style back after a failed or cancelled learn (the worker's failure hook)."""
+    settle_learn(ctx.db, ctx.params, message)
+
+
+def settle_learn(db: SyncDatabase, params: dict[str, Any], message: str) -> None:
+    """Set the style of a learn job that ended without a model back: ``ready`` if it still has
+    a model (the previous one), else ``failed``; only while the style still belongs to this
+    learn. Called by the worker's failure hook and by the stuck-job sweep."""
     reason = "learning was cancelled" if message == "cancelled" else message
-    with ctx.db.session() as s:
+    with db.session() as s:
         s.execute(
             update(Style)
             .where(
-                Style.id == uuid.UUID(p["style_id"]),
-                Style.model_version == int(p["model_version"]),
+                Style.id == uuid.UUID(params["style_id"]),
+                Style.model_version == int(params["model_version"]),
                 Style.status == StyleStatus.training,
             )
             .values(

@@ -7,7 +7,8 @@ from typing import Any
 
 from celery import Task
 
-from app.services import image_service, job_service
+from app.models import Job, JobType
+from app.services import image_service, job_service, style_ops
 from app.services.job_service import JobContext, PermanentJobError
 from app.services.storage_service import Storage, make_storage
 from app.workers import context
@@ -49,8 +50,17 @@ def sweep_stuck_jobs() -> dict[str, int]:
     from app.workers.dispatch import send_job
 
     return job_service.sweep_stuck_jobs(
-        context.db(), context.settings(), lambda job: send_job(job.id, job.type, job.queue)
+        context.db(),
+        context.settings(),
+        lambda job: send_job(job.id, job.type, job.queue),
+        on_failed=settle_failed_job,
     )
+
+
+def settle_failed_job(job: Job) -> None:
+    """What a job the sweep gave up on leaves behind: a learn job's style goes back."""
+    if job.type == JobType.learn_style:
+        style_ops.settle_learn(context.db(), job.params, job.error or "worker lost")
 
 
 @celery_app.task(

@@ -149,3 +149,53 @@ async def test_worker_killed_mid_job_does_not_lose_it(
     # restore the normal worker for the tests that follow
     live_worker.stop()
     live_worker.start()
+
+
+async def test_sweep_fails_a_learn_job_out_of_attempts_and_settles_its_style(
+    client, user, settings
+) -> None:
+    """A learn job whose worker died on its last attempt: the sweep fails it and the style
+    leaves `training` at once (nobody has to read it first)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from app.models import Job, JobStatus, JobType, Style, StyleStatus
+    from app.workers import context, io_tasks
+
+    r = await client.post("/api/v1/styles", json={"name": "swept"}, headers=user.headers)
+    style_id = uuid.UUID(r.json()["id"])
+    long_ago = datetime.now(UTC) - timedelta(seconds=settings.job_stuck_after_seconds + 60)
+
+    def arrange_and_sweep() -> tuple[Job, Style]:
+        db = context.db()
+        with db.session() as s:
+            style = s.get(Style, style_id)
+            assert style is not None
+            style.status, style.model_version = StyleStatus.training, 1
+            job = Job(
+                owner_id=uuid.UUID(user.id),
+                type=JobType.learn_style,
+                status=JobStatus.processing,
+                attempts=settings.celery_max_retries + 1,
+                params={"style_id": str(style_id), "model_version": 1},
+                style_id=style_id,
+                queue="ml",
+                started_at=long_ago,
+                heartbeat_at=long_ago,
+            )
+            s.add(job)
+        counts = io_tasks.sweep_stuck_jobs()
+        assert counts["failed"] >= 1
+        with db.session() as s:
+            return (
+                s.execute(select(Job).where(Job.id == job.id)).scalar_one(),
+                s.execute(select(Style).where(Style.id == style_id)).scalar_one(),
+            )
+
+    job, style = await asyncio.to_thread(arrange_and_sweep)
+    assert job.status == JobStatus.failed
+    assert job.error == "worker lost after 4 attempts"
+    assert style.status == StyleStatus.failed
+    assert style.error == "worker lost after 4 attempts"
