@@ -40,7 +40,6 @@ from app.config import Settings
 from app.db import SyncDatabase
 from app.errors import (
     AppError,
-    BadRequest,
     Conflict,
     InvalidInput,
     NotFound,
@@ -51,7 +50,7 @@ from app.models import Image, ImageStatus, Job, JobType, User
 from app.schemas.image import ImageOut, UploadRequest
 from app.services import imaging_io, job_service
 from app.services.job_service import JobContext, PermanentJobError
-from app.services.pagination import after, decode_cursor, encode_cursor, parse_datetime
+from app.services.pagination import newest_first
 from app.services.storage_service import (
     ObjectInfo,
     PresignedUpload,
@@ -270,22 +269,7 @@ async def list_images(
 ) -> tuple[list[Image], str | None]:
     """The caller's images, newest first (keyset pagination on created_at, id)."""
     stmt = select(Image).where(Image.owner_id == user.id)
-    if cursor:
-        created, iid = decode_cursor(cursor, 2)
-        try:
-            last_id = uuid.UUID(str(iid))
-        except ValueError:
-            raise BadRequest("Invalid cursor", code="invalid_cursor") from None
-        stmt = stmt.where(
-            after([Image.created_at, Image.id], [parse_datetime(created), last_id], True)
-        )
-    stmt = stmt.order_by(Image.created_at.desc(), Image.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(stmt)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].created_at, rows[-1].id])
-    return rows, next_cursor
+    return await newest_first(session, stmt, Image.created_at, Image.id, limit=limit, cursor=cursor)
 
 
 def image_out(image: Image, storage: Storage, settings: Settings) -> ImageOut:

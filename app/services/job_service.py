@@ -25,7 +25,7 @@ from app.db import SyncDatabase, on_commit
 from app.errors import Conflict, NotFound
 from app.models import Job, JobStatus, JobType, User
 from app.services import events
-from app.services.pagination import after, decode_cursor, encode_cursor, parse_datetime
+from app.services.pagination import newest_first
 
 log = logging.getLogger("picfilter.jobs")
 
@@ -100,18 +100,7 @@ async def list_jobs(
         stmt = stmt.where(Job.status == status)
     if job_type is not None:
         stmt = stmt.where(Job.type == job_type)
-    if cursor:
-        created, jid = decode_cursor(cursor, 2)
-        stmt = stmt.where(
-            after([Job.created_at, Job.id], [parse_datetime(created), uuid.UUID(jid)], True)
-        )
-    stmt = stmt.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list((await session.execute(stmt)).scalars())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor([rows[-1].created_at, rows[-1].id])
-    return rows, next_cursor
+    return await newest_first(session, stmt, Job.created_at, Job.id, limit=limit, cursor=cursor)
 
 
 async def cancel_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Job:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest
 
@@ -45,6 +47,37 @@ def after(columns: Sequence[Any], values: Sequence[Any], descending: bool) -> Co
         cmp = col < values[i] if descending else col > values[i]
         clauses.append(and_(*eq, cmp))
     return or_(*clauses)
+
+
+def parse_uuid(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise BadRequest("Invalid cursor", code="invalid_cursor") from exc
+
+
+async def newest_first(
+    session: AsyncSession,
+    stmt: Select[Any],
+    created: Any,
+    ident: Any,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """One page of ``stmt`` newest first (keyset on ``created``, ``ident``) and the next cursor."""
+    if cursor:
+        last_created, last_id = decode_cursor(cursor, 2)
+        stmt = stmt.where(
+            after([created, ident], [parse_datetime(last_created), parse_uuid(last_id)], True)
+        )
+    stmt = stmt.order_by(created.desc(), ident.desc()).limit(limit + 1)
+    rows = list((await session.execute(stmt)).scalars())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor([rows[-1].created_at, rows[-1].id])
+    return rows, next_cursor
 
 
 def parse_datetime(value: Any) -> datetime:

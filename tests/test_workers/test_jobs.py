@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.conftest import Account, WorkerProcess, create_user, wait_for_job
 
 
@@ -199,3 +201,13 @@ async def test_sweep_fails_a_learn_job_out_of_attempts_and_settles_its_style(
     assert job.error == "worker lost after 4 attempts"
     assert style.status == StyleStatus.failed
     assert style.error == "worker lost after 4 attempts"
+
+
+@pytest.mark.parametrize(
+    "cursor", ["%%%", "WyJ4Il0", "WyIyMDI2LTAxLTAxVDAwOjAwOjAwIiwgIm5vdC1hLXV1aWQiXQ"]
+)
+async def test_a_bad_cursor_is_a_400(client, user, cursor) -> None:
+    for path in ("/api/v1/jobs", "/api/v1/images"):
+        r = await client.get(path, params={"cursor": cursor}, headers=user.headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_cursor"
