@@ -34,7 +34,7 @@ async def test_job_runs_to_completion(client, user, live_worker: WorkerProcess) 
 async def test_failing_job_is_retried_then_fails(client, user, live_worker: WorkerProcess) -> None:
     # Fails on every attempt: 1 try + 3 retries, then `failed` with the error.
     job = await _submit(client, user, steps=1, sleep=0, fail_attempts=10)
-    done = await wait_for_job(client, user, job["id"], timeout=90, worker=live_worker)
+    done = await wait_for_job(client, user, job["id"], timeout=180, worker=live_worker)
     assert done["status"] == "failed", done
     assert done["attempts"] == 4
     assert "failed after 4 attempts" in done["error"]
@@ -145,7 +145,7 @@ async def test_worker_killed_mid_job_does_not_lose_it(
         )
         db.dispose()
         assert counts == {"requeued": 1, "failed": 0}
-    done = await wait_for_job(client, user, job["id"], timeout=90, worker=live_worker)
+    done = await wait_for_job(client, user, job["id"], timeout=180, worker=live_worker)
     assert done["status"] == "completed", done
     assert done["attempts"] == 2
     # restore the normal worker for the tests that follow
