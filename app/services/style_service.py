@@ -184,15 +184,6 @@ async def create_style(
         tags=normalize_tags(tags),
         visibility=visibility,
         status=StyleStatus.draft,
-        model=None,
-        model_version=0,
-        rating_sum=0,
-        rating_count=0,
-        rating_score=0.0,
-        comment_count=0,
-        apply_count=0,
-        created_at=_now(),
-        updated_at=_now(),
     )
     style.owner = user
     session.add(style)
@@ -600,11 +591,6 @@ async def import_style(
         lut_key=stored.lut_key,
         preview_key=stored.preview_key,
         model_version=1,
-        rating_sum=0,
-        rating_count=0,
-        rating_score=0.0,
-        comment_count=0,
-        apply_count=0,
         created_at=_now(),
         updated_at=_now(),
     )
@@ -654,11 +640,6 @@ async def fork_style(
             preview_key=keys.get("preview"),
             model_version=1,
             forked_from_id=source.id,
-            rating_sum=0,
-            rating_count=0,
-            rating_score=0.0,
-            comment_count=0,
-            apply_count=0,
             created_at=_now(),
             updated_at=_now(),
         )
