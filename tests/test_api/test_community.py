@@ -415,10 +415,25 @@ async def test_before_user_delete_fixes_counters_of_other_styles(client, app) ->
 
 
 async def test_before_user_delete_without_activity_is_a_no_op(client, app) -> None:
+    from sqlalchemy import event
+
     quiet = await create_user(client)
-    async with app.state.db.sessionmaker() as session:
-        await community_service.before_user_delete(session, uuid.UUID(quiet.id))
-        await session.commit()
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement.split()[0].upper())
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        async with app.state.db.sessionmaker() as session:
+            await community_service.before_user_delete(session, uuid.UUID(quiet.id))
+            await session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    # two DELETE ... RETURNING that find nothing, and no counter UPDATE
+    assert statements.count("DELETE") == 2
+    assert "UPDATE" not in statements
 
 
 async def test_openapi_documents_the_community_routes(client) -> None:
