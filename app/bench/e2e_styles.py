@@ -24,10 +24,7 @@ import io
 import os
 import secrets
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,8 +38,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from app.bench import free_port, running_server, shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("PICFILTER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SHARED = shared_data_dir()
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 POLL_S = 0.1
 LOOK = "classic_film.cube"
@@ -53,15 +52,9 @@ GOALS = {"learn (dlut, 3 pairs of 2 MP)": 15.0, "apply (12.5 MP, jpeg)": 2.0}
 GOALS.update({"export 33^3 .cube": 1.0, "export 65^3 .cube": 1.0})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def _server(data_dir: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -75,39 +68,11 @@ def _server(data_dir: Path) -> Iterator[str]:
         RATE_LIMIT_ENABLED="false",
         LOG_LEVEL="WARNING",
     )
-    log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError((data_dir / "serve.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError("the server did not become ready in 120 s")
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    with running_server(
+        cmd, env, port, ready_path="/readyz", timeout=120, log_path=data_dir / "serve.log"
+    ) as (base, _pid):
         yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
 
 
 def _jpeg(array: np.ndarray, quality: int = 95) -> bytes:

@@ -32,8 +32,6 @@ import random
 import re
 import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,11 +39,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from app.bench import free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -242,12 +242,6 @@ def seed(db_name: str) -> Seeded:
 
 
 # ---- server ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _redis_ok() -> bool:
     try:
         import redis
@@ -257,50 +251,12 @@ def _redis_ok() -> bool:
         return False
 
 
-@contextmanager
-def server(env: dict[str, str], port: int) -> Iterator[tuple[str, int]]:
-    import httpx
-
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:create_app",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("the server exited at start")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start in 60 s")
-            time.sleep(0.3)
-        yield base, proc.pid
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def server(env: dict[str, str], port: int) -> AbstractContextManager[tuple[str, int]]:
+    """uvicorn with 2 workers on ``port``, ready once /healthz answers."""
+    cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    cmd += ["--no-access-log", "--log-level", "warning"]
+    return running_server(cmd, env, port)
 
 
 class CpuMeter:
@@ -646,7 +602,7 @@ def run() -> None:
             flush=True,
         )
         results: list[Result] = []
-        with server(env, _free_port()) as (base, pid):
+        with server(env, free_port()) as (base, pid):
             meter = CpuMeter(pid, db_name)
             tokens = _login_tokens(base, seeded, 200)
             workdir = Path(tmp)

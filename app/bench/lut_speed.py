@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from app.bench import shared_data_dir
+from app.bench import exact_trilinear_u8, shared_data_dir
 
 RUNS = 7
 
@@ -39,22 +39,6 @@ def _interleaved(methods: dict[str, Callable[[], Any]], runs: int) -> dict[str, 
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(v) * 1000.0 for name, v in times.items()}
-
-
-def exact_trilinear_u8(table: np.ndarray, img: np.ndarray) -> np.ndarray:
-    """Float64 trilinear lookup of uint8 pixels, rounded to uint8 (the accuracy reference)."""
-    n = table.shape[0]
-    t = table.astype(np.float64)
-    x = img.reshape(-1, 3).astype(np.float64) / 255.0 * (n - 1)
-    base = np.minimum(np.floor(x).astype(np.int64), n - 2)
-    f = x - base
-    out = np.zeros_like(x)
-    for corner in range(8):
-        off = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
-        w = np.prod(np.where(off == 1, f, 1.0 - f), axis=1)
-        idx = base + off
-        out += w[:, None] * t[idx[:, 0], idx[:, 1], idx[:, 2]]
-    return np.clip(np.floor(out * 255.0 + 0.5), 0, 255).astype(np.uint8).reshape(img.shape)
 
 
 def _ocio_applier(table: np.ndarray) -> Callable[[np.ndarray], None] | None:
@@ -110,7 +94,7 @@ def run() -> None:
     lut = read_cube(cube)
     h, w = img.shape[:2]
     crop = np.ascontiguousarray(img[1000:1512, 1500:2012])
-    exact = exact_trilinear_u8(lut.table, crop).astype(np.int64)
+    exact = exact_trilinear_u8(lut, crop).astype(np.int64)
     print(f"image {w}x{h} ({w * h / 1e6:.1f} MP) uint8, LUT {cube.name} {lut.size}^3")
     print(
         f"numba threads {numba.get_num_threads()} ({numba.threading_layer()} layer), "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bench import shared_data_dir
+from app.bench import exact_trilinear_u8, shared_data_dir
 
 TRAIN = ["tahoe-gps.jpg", "UNIS_EV0.jpg", "ultrahdr_sky.jpg"]
 TEST = [
@@ -41,28 +41,6 @@ def _load(path: Path, long_side: int | None = None) -> np.ndarray:
         size = (round(im.width * scale), round(im.height * scale))
         im = im.resize(size, Image.Resampling.LANCZOS)
     return np.asarray(im)
-
-
-def exact_apply(lut, img: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Float64 trilinear lookup (domain-aware) of uint8 pixels, rounded to uint8."""
-    n = lut.size
-    t = lut.table.astype(np.float64)
-    out = np.empty(img.shape, np.uint8)
-    flat_in = img.reshape(-1, 3)
-    flat_out = out.reshape(-1, 3)
-    for start in range(0, flat_in.shape[0], 1 << 20):
-        x = flat_in[start : start + (1 << 20)].astype(np.float64) / 255.0
-        x = np.clip((x - lut.domain_min) / (lut.domain_max - lut.domain_min), 0, 1) * (n - 1)
-        base = np.minimum(np.floor(x).astype(np.int64), n - 2)
-        f = x - base
-        acc = np.zeros_like(x)
-        for corner in range(8):
-            off = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
-            w = np.prod(np.where(off == 1, f, 1.0 - f), axis=1)
-            idx = base + off
-            acc += w[:, None] * t[idx[:, 0], idx[:, 1], idx[:, 2]]
-        flat_out[start : start + acc.shape[0]] = np.clip(np.floor(acc * 255.0 + 0.5), 0, 255)
-    return out
 
 
 def _cells(img: np.ndarray, n: int = 33) -> np.ndarray:
@@ -116,8 +94,8 @@ def run() -> None:
     cube_paths = sorted(luts.glob("*.cube"))
     for cube in cube_paths:
         lut = read_cube(cube)
-        pairs = [(img, exact_apply(lut, img)) for img in train]
-        truths = [exact_apply(lut, img) for img in test]
+        pairs = [(img, exact_trilinear_u8(lut, img)) for img in train]
+        truths = [exact_trilinear_u8(lut, img) for img in test]
         start = time.perf_counter()
         result = learn_style("dlut", pairs, time_budget_s=60)
         fit_s = time.perf_counter() - start
