@@ -529,6 +529,19 @@ async def submit_export(
 
 
 # ---- import / fork --------------------------------------------------------------------------
+async def _add_with_objects(session: AsyncSession, style: Style, storage: Storage) -> Style:
+    """Insert a style whose objects are already stored; if its row cannot be written, the
+    objects go too, so storage never keeps files of a style that does not exist."""
+    try:
+        session.add(style)
+        await session.flush()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(delete_style_objects, storage, style.id)
+        raise
+    return style
+
+
 async def import_style(
     session: AsyncSession,
     user: User,
@@ -591,18 +604,9 @@ async def import_style(
         lut_key=stored.lut_key,
         preview_key=stored.preview_key,
         model_version=1,
-        created_at=_now(),
-        updated_at=_now(),
     )
     style.owner = user
-    try:
-        session.add(style)
-        await session.flush()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(delete_style_objects, storage, style_id)
-        raise
-    return style
+    return await _add_with_objects(session, style, storage)
 
 
 async def fork_style(
@@ -624,30 +628,21 @@ async def fork_style(
         new_id,
         {"model": source.model_key, "lut": source.lut_key, "preview": source.preview_key},
     )
-    try:
-        fork = Style(
-            id=new_id,
-            owner_id=user.id,
-            name=source.name,
-            description=source.description or "",
-            tags=list(source.tags or []),
-            visibility=Visibility.private,
-            status=StyleStatus.ready,
-            model=source.model,
-            metrics=source.metrics,
-            model_key=keys.get("model"),
-            lut_key=keys.get("lut"),
-            preview_key=keys.get("preview"),
-            model_version=1,
-            forked_from_id=source.id,
-            created_at=_now(),
-            updated_at=_now(),
-        )
-        fork.owner = user
-        session.add(fork)
-        await session.flush()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(delete_style_objects, storage, new_id)
-        raise
-    return fork
+    fork = Style(
+        id=new_id,
+        owner_id=user.id,
+        name=source.name,
+        description=source.description or "",
+        tags=list(source.tags or []),
+        visibility=Visibility.private,
+        status=StyleStatus.ready,
+        model=source.model,
+        metrics=source.metrics,
+        model_key=keys.get("model"),
+        lut_key=keys.get("lut"),
+        preview_key=keys.get("preview"),
+        model_version=1,
+        forked_from_id=source.id,
+    )
+    fork.owner = user
+    return await _add_with_objects(session, fork, storage)
