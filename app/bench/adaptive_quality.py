@@ -17,7 +17,6 @@ weights. Benchmarks measure; they never assert.
 
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ import torch
 from PIL import Image
 
 from app.bench import shared_data_dir
+from app.ml import dlut
 from app.ml.adaptive_3dlut import fit, load_published
-from app.ml.base import StyleModel, TrainingPair
+from app.ml.base import TrainingPair
 from app.ml.cube_export import read_cube
 from app.ml.lut import LUT3D
 from app.ml.metrics import delta_e2000, psnr
@@ -128,38 +128,23 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
         test,
     )
 
-    try:
-        dlut: Any = importlib.import_module("app.ml.dlut")
-    except ImportError:
-        print(f"{'global LUT fit (app.ml.dlut)':<44} skipped: app.ml.dlut does not exist yet")
-    else:
+    def fit_and_score(label: str, fitter: Any, opts: dict[str, Any], budget: float) -> Any:
         start = time.monotonic()
-        glob_model: StyleModel = dlut.fit(
-            train,
-            options={},
-            time_budget_s=GLOBAL_BUDGET_S,
-            progress=_quiet,
-            device=device,
-        )
+        model = fitter(train, options=opts, time_budget_s=budget, progress=_quiet, device=device)
         took = time.monotonic() - start
+        steps = f", {model.info['steps']} steps" if "steps" in model.info else ""
         _row(
-            "global LUT fit (app.ml.dlut, 4 pairs)",
-            {n: glob_model.apply(p.before) for n, p in test.items()},
+            label,
+            {n: model.apply(p.before) for n, p in test.items()},
             test,
-            f"fit {took:.1f} s",
+            f"fit {took:.1f} s{steps}",
         )
+        return model
 
+    fit_and_score("global LUT fit (app.ml.dlut, 4 pairs)", dlut.fit, {}, GLOBAL_BUDGET_S)
     opts: dict[str, Any] = {"init_weights": str(published_dir)}
     opts.update(options or {})
-    start = time.monotonic()
-    model = fit(train, options=opts, time_budget_s=fit_budget_s, progress=_quiet, device=device)
-    took = time.monotonic() - start
-    _row(
-        "adaptive 3D LUT fit (4 pairs, published init)",
-        {n: model.apply(p.before) for n, p in test.items()},
-        test,
-        f"fit {took:.1f} s, {model.info.get('steps')} steps",
-    )
+    model = fit_and_score("adaptive 3D LUT fit (4 pairs, published init)", fit, opts, fit_budget_s)
     baked = model.bake(33)
     _row(
         "  same, baked with mean weights (export LUT)",
@@ -172,21 +157,7 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
         {n: pairs[n] for n in TRAIN},
     )
     if JITTER_BUDGET_S > 0:
-        jitter_opts = {**opts, "jitter": 0.2}
-        start = time.monotonic()
-        jittered = fit(
-            train,
-            options=jitter_opts,
-            time_budget_s=JITTER_BUDGET_S,
-            progress=_quiet,
-            device=device,
-        )
-        took = time.monotonic() - start
-        _row(
-            "  with upstream's input jitter 0.2",
-            {n: jittered.apply(p.before) for n, p in test.items()},
-            test,
-            f"fit {took:.1f} s, {jittered.info.get('steps')} steps",
-        )
+        jitter = {**opts, "jitter": 0.2}
+        fit_and_score("  with upstream's input jitter 0.2", fit, jitter, JITTER_BUDGET_S)
     print(f"fit budget {fit_budget_s:.0f} s (jitter row {JITTER_BUDGET_S:.0f} s), options {opts}")
     print(f"total benchmark time {time.monotonic() - t0:.1f} s")
