@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from app.ml.base import FitFn, ProgressFn, StyleModel, TrainingPair, no_progress
-from app.ml.lut import LUT3D, LUTStyle
+from app.ml.lut import LUT3D, LUTStyle, plain_value
 
 if TYPE_CHECKING:
     import torch
@@ -446,20 +446,6 @@ def _free_cuda(dev: torch.device) -> None:
 # ---------------------------------------------------------------------------------------------
 # persistence
 # ---------------------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    return str(value)
-
-
 def save_style_bytes(
     model: StyleModel, metrics: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
 ) -> bytes:
@@ -471,8 +457,8 @@ def save_style_bytes(
         "kind": model.kind,
         "format_version": FORMAT_VERSION,
         "state": model.state_dict(),
-        "metrics": _plain(metrics or {}),
-        "meta": _plain(meta or {}),
+        "metrics": plain_value(metrics or {}),
+        "meta": plain_value(meta or {}),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -612,8 +598,8 @@ def save_style(
         "kind": model.kind,
         "format_version": FORMAT_VERSION,
         "lut_size": baked.size,
-        "metrics": _plain(metrics or {}),
-        "meta": _plain(meta or {}),
+        "metrics": plain_value(metrics or {}),
+        "meta": plain_value(meta or {}),
     }
     (out / "metadata.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     write_cube(baked, out / "lut.cube", title=title or f"PicFilter {model.kind} style")

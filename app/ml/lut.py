@@ -52,6 +52,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -685,7 +686,7 @@ class LUTStyle:
             "domain_max": torch.from_numpy(self.lut.domain_max.copy()),
             "title": self.lut.title or "",
             "kind": self.kind,
-            "info": _plain(self.info),
+            "info": plain_value(self.info),
         }
 
     @classmethod
@@ -707,14 +708,17 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _plain(value: Any) -> Any:
-    """Make ``value`` safe for ``torch.load(weights_only=True)``: dicts/lists of plain scalars."""
+def plain_value(value: Any) -> Any:
+    """Make ``value`` safe for ``torch.load(weights_only=True)`` and JSON: dicts/lists of plain
+    scalars (numpy scalars unwrapped, non-finite floats as None, anything else as its str)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_value(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, bool | int | float | str) or value is None:
         return value
     return str(value)
