@@ -29,7 +29,7 @@ from app.bench import shared_data_dir
 from app.ml import dlut
 from app.ml.adaptive_3dlut import fit, load_published
 from app.ml.base import TrainingPair
-from app.ml.cube_export import read_cube
+from app.ml.cube_export import read_cube_file
 from app.ml.lut import LUT3D
 from app.ml.metrics import delta_e2000, psnr
 
@@ -63,7 +63,7 @@ def _load(path: Path) -> np.ndarray:
 
 def build_pairs(data: Path) -> tuple[dict[str, TrainingPair], LUT3D, dict[str, np.ndarray]]:
     """The before/after pair per photo, the look LUT, and the per-photo gains used."""
-    look = read_cube(data / "luts" / LOOK)
+    look = read_cube_file(data / "luts" / LOOK)
     rng = np.random.default_rng(SEED)
     pairs: dict[str, TrainingPair] = {}
     gains: dict[str, np.ndarray] = {}

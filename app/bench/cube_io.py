@@ -1,7 +1,7 @@
 """``.cube`` read/write speed (goal: read + write of a 65^3 file under 0.3 s).
 
 A random 65^3 LUT with values a little outside [0, 1] and a non-default domain is written with
-:func:`app.ml.cube_export.write_cube` and read back with :func:`read_cube`; medians of 5 runs.
+:func:`app.ml.cube_export.write_cube` and read back with :func:`read_cube_file`; medians of 5 runs.
 Also the time to read every shared ``luts/*.cube`` and ``parser-fixtures/*.cube`` file, and the
 round-trip error.
 """
@@ -30,7 +30,7 @@ def _median_s(fn, runs: int = RUNS) -> float:  # type: ignore[no-untyped-def]
 
 
 def run() -> None:
-    from app.ml.cube_export import read_cube, write_cube
+    from app.ml.cube_export import read_cube_file, write_cube
     from app.ml.lut import LUT3D
 
     rng = np.random.default_rng(0)
@@ -41,8 +41,8 @@ def run() -> None:
             lut = LUT3D(table, domain_min=[0, 0, 0], domain_max=[1, 1, 1])
             path = Path(tmp) / f"bench_{size}.cube"
             write_s = _median_s(lambda lut=lut, path=path: write_cube(lut, path))
-            read_s = _median_s(lambda path=path: read_cube(path))
-            back = read_cube(path)
+            read_s = _median_s(lambda path=path: read_cube_file(path))
+            back = read_cube_file(path)
             err = float(np.abs(back.table - lut.table).max())
             mb = path.stat().st_size / 1e6
             total = write_s + read_s
@@ -56,7 +56,7 @@ def run() -> None:
     for path in sorted(data.glob("*.cube")) + sorted((data / "parser-fixtures").glob("*.cube")):
         start = time.perf_counter()
         try:
-            lut = read_cube(path)
+            lut = read_cube_file(path)
             result = f"{lut.size}^3" + ("" if lut.has_default_domain else " +domain")
         except ValueError as exc:
             result = f"refused: {exc}"[:24]

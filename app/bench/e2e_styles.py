@@ -148,13 +148,13 @@ class Client:
 
 
 def run() -> None:
-    from app.ml.cube_export import read_cube
+    from app.ml.cube_export import read_cube_file
 
     missing = [p for p in (SHARED / "luts" / LOOK, SHARED / "photos" / BIG_PHOTO) if not p.exists()]
     if missing:
         print(f"skipped: shared data not found ({missing[0]}); set PICFILTER_SHARED_DATA")
         return
-    lut = read_cube(SHARED / "luts" / LOOK)
+    lut = read_cube_file(SHARED / "luts" / LOOK)
     befores = [_two_megapixels(SHARED / "photos" / name) for name in PAIR_PHOTOS]
     pairs_bytes = [(_jpeg(b), _jpeg(lut.apply(b))) for b in befores]
     big = (SHARED / "photos" / BIG_PHOTO).read_bytes()

@@ -84,14 +84,14 @@ def run() -> None:
     import numba
     from PIL import Image, ImageFilter
 
-    from app.ml.cube_export import read_cube
+    from app.ml.cube_export import read_cube_file
     from app.ml.imaging import apply_to_image_bytes, encode_image, load_image
     from app.ml.lut import LUTStyle, warmup
 
     compile_s = warmup()
     data = photo.read_bytes()
     img, _ = load_image(data, apply_orientation=False)
-    lut = read_cube(cube)
+    lut = read_cube_file(cube)
     h, w = img.shape[:2]
     crop = np.ascontiguousarray(img[1000:1512, 1500:2012])
     exact = exact_trilinear_u8(lut, crop).astype(np.int64)

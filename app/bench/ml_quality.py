@@ -63,7 +63,7 @@ def run() -> None:
         print(f"skipped: shared data not found under {data} ({', '.join(missing) or 'luts/'})")
         return
     from app.ml import learn_style
-    from app.ml.cube_export import read_cube
+    from app.ml.cube_export import read_cube_file
 
     train = [_load(photos / p, LONG_SIDE) for p in TRAIN]
     test = [_load(photos / p) for p in TEST]
@@ -93,7 +93,7 @@ def run() -> None:
     per_photo = np.zeros(len(TEST))
     cube_paths = sorted(luts.glob("*.cube"))
     for cube in cube_paths:
-        lut = read_cube(cube)
+        lut = read_cube_file(cube)
         pairs = [(img, exact_trilinear_u8(lut, img)) for img in train]
         truths = [exact_trilinear_u8(lut, img) for img in test]
         start = time.perf_counter()

@@ -106,6 +106,7 @@ from torch import nn
 
 from app.ml.base import ProgressFn, TrainingPair, no_progress
 from app.ml.lut import LUT3D, identity_table
+from app.ml.paths import require_path
 from app.ml.torch_utils import (
     pick_device,
     published_to_table,
@@ -361,8 +362,8 @@ class Adaptive3DLUTModel:
         )
 
 
-def _load_published_net(directory: str | Path) -> Adaptive3DLUTNet:
-    folder = Path(directory)
+def _load_published_net(directory: Path) -> Adaptive3DLUTNet:
+    folder = require_path(directory, "published weights directory")
     luts_file = torch.load(folder / "LUTs.pth", map_location="cpu", weights_only=True)
     classifier = torch.load(folder / "classifier.pth", map_location="cpu", weights_only=True)
     keys = sorted(luts_file, key=int)
@@ -377,12 +378,13 @@ def _load_published_net(directory: str | Path) -> Adaptive3DLUTNet:
 
 
 def load_published(
-    directory: str | Path,
+    directory: Path,
     *,
     mean_images: Sequence[np.ndarray] = (),
     device: str | torch.device | None = None,
 ) -> Adaptive3DLUTModel:
-    """Load the published sRGB paired model (``LUTs.pth`` + ``classifier.pth`` in ``directory``).
+    """Load the published sRGB paired model (``LUTs.pth`` + ``classifier.pth`` in ``directory``,
+    a ``Path``; a ``str`` is a TypeError).
 
     ``mean_weights`` (used by :meth:`~Adaptive3DLUTModel.bake`) is the mean of the weights
     predicted for ``mean_images``, or ``(1, 0, 0)`` when none are given.
@@ -544,7 +546,7 @@ def fit(
     lr_cls = float(options.get("lr_classifier", 1e-4 if mode == "all" else 5e-4))
 
     with torch_threads(options.get("num_threads")):
-        net = (_load_published_net(init) if init else Adaptive3DLUTNet()).to(dev)
+        net = (_load_published_net(Path(init)) if init else Adaptive3DLUTNet()).to(dev)
         cls = net.classifier
         data = [
             _prepare(p, work_size, int(options.get("max_pixels", 250_000)), rng, dev) for p in pairs

@@ -41,9 +41,12 @@ def register(subparsers: Any) -> None:
     """Add ``learn``, ``apply`` and ``export`` to an argparse subparsers object."""
     p = subparsers.add_parser("learn", help="learn a style from before/after pairs or references")
     p.add_argument("--model", default="dlut", choices=["dlut", "nilut", "adaptive_3dlut"])
-    p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BEFORE", "AFTER"))
-    p.add_argument("--reference", nargs="+", action="extend", default=[], metavar="IMG")
-    p.add_argument("--init", dest="init_weights", metavar="WEIGHTS_DIR")
+    # every file name is parsed to a Path here: the loaders refuse a str (never a file name)
+    p.add_argument(
+        "--pair", nargs=2, type=Path, action="append", default=[], metavar=("BEFORE", "AFTER")
+    )
+    p.add_argument("--reference", nargs="+", type=Path, action="extend", default=[], metavar="IMG")
+    p.add_argument("--init", dest="init_weights", type=Path, metavar="WEIGHTS_DIR")
     p.add_argument("--time-budget", type=float, default=300.0, metavar="S")
     p.add_argument("--option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
@@ -52,19 +55,22 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("apply", help="apply a style to a photo at full resolution")
     p.add_argument(
-        "--style", required=True, help=".cube file, style directory or weights directory"
+        "--style",
+        required=True,
+        type=Path,
+        help=".cube file, style directory or weights directory",
     )
-    p.add_argument("input", metavar="IN")
-    p.add_argument("output", metavar="OUT")
+    p.add_argument("input", type=Path, metavar="IN")
+    p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--quality", type=int, default=92)
     p.set_defaults(func=cmd_apply)
 
     p = subparsers.add_parser("export", help="export a style as a .cube 3D LUT")
-    p.add_argument("--style", required=True)
+    p.add_argument("--style", required=True, type=Path)
     p.add_argument("--size", type=int, default=33)
     p.add_argument("--title", default=None)
-    p.add_argument("--out", required=True, metavar="X.cube")
+    p.add_argument("--out", required=True, type=Path, metavar="X.cube")
     p.set_defaults(func=cmd_export)
 
 
@@ -129,14 +135,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     try:
         style = load_style(args.style)
-        data = Path(args.input).read_bytes()
-        suffix = Path(args.output).suffix.lower().lstrip(".") or None
+        data = args.input.read_bytes()
+        suffix = args.output.suffix.lower().lstrip(".") or None
         encoded = apply_to_image_bytes(
             style, data, strength=args.strength, format=suffix, quality=args.quality
         )
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
-    Path(args.output).write_bytes(encoded.data)
+    args.output.write_bytes(encoded.data)
     size = f"{encoded.width}x{encoded.height}"
     _say(f"wrote {args.output} ({size}, {encoded.format}, {style.kind} style)")
     return 0

@@ -37,8 +37,14 @@ Example::
 
     >>> from app.ml.lut import LUT3D
     >>> text = dumps_cube(LUT3D.identity(2), title="id")
-    >>> read_cube(text).allclose(LUT3D.identity(2))
+    >>> read_cube_text(text).allclose(LUT3D.identity(2))
     True
+    >>> read_cube_file(Path("look.cube"))  # doctest: +SKIP
+
+Text and paths never share an argument: :func:`read_cube_text` / :func:`parse_cube_text` take the
+content (``str`` or ``bytes``; a one-line ``str`` is content too, never a file name), and
+:func:`read_cube_file` / :func:`parse_cube_file` take a :class:`~pathlib.Path` (a ``str`` there
+is a TypeError) and read at most ``max_bytes`` of a regular file.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -53,19 +60,30 @@ from typing import IO
 import numpy as np
 
 from app.ml.lut import LUT3D, MAX_SIZE, MIN_SIZE
+from app.ml.paths import require_path
 
 __all__ = [
     "CubeData",
     "CubeParseError",
     "dumps_cube",
-    "parse_cube",
-    "read_cube",
+    "parse_cube_file",
+    "parse_cube_text",
+    "read_cube_file",
+    "read_cube_text",
     "read_lut",
     "write_cube",
 ]
 
 MAX_1D_SIZE = 65536
 BAKE_SIZE = 65
+#: The largest magnitude accepted for a table value, domain or input range. Real grades stay far
+#: below it (HDR tables reach the thousands at most); it keeps every later float32 step
+#: (the table itself, interpolation differences, preview and metrics) finite, where e.g. ``1e308``
+#: parses as a finite float64 but becomes infinite as float32.
+MAX_ABS_VALUE = 1e6
+#: :func:`parse_cube_file` reads at most this many bytes by default (a 256^3 table at 7 decimals
+#: is about 0.5 GB).
+MAX_FILE_BYTES = 1 << 30
 
 
 class CubeParseError(ValueError):
@@ -152,32 +170,44 @@ _WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
 _ALLOWED_BYTES = b"0123456789+-.eE\t\n\x0b\x0c\r "
 
 
-def _to_text(source: str | bytes | os.PathLike[str] | IO[str] | IO[bytes]) -> str:
-    if isinstance(source, os.PathLike):
-        data: str | bytes = Path(source).read_bytes()
-    elif isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    elif isinstance(source, str):
-        if (
-            "\n" in source
-            or "\r" in source
-            or source.lstrip().upper().startswith(("LUT_", "TITLE"))
-        ):
-            data = source
-        else:
-            data = Path(source).read_bytes()
-    elif hasattr(source, "read"):
-        data = source.read()
+def _text_of(data: str | bytes | bytearray | memoryview) -> str:
+    """The content of a ``.cube`` as text: UTF-8 (a BOM dropped), CR-only line ends made LF.
+
+    Only content comes in here; a ``str`` is never taken for a file name (paths go through
+    :func:`parse_cube_file`, which takes a :class:`~pathlib.Path`).
+    """
+    if isinstance(data, bytes | bytearray | memoryview):
+        text = bytes(data).decode("utf-8", errors="replace")
+    elif isinstance(data, str):
+        text = data
     else:
+        hint = " (pass a file's path to parse_cube_file)" if isinstance(data, os.PathLike) else ""
         raise TypeError(
-            f"expected a path, text, bytes or a file object, got {type(source).__name__}"
+            f"expected the .cube content as str or bytes, got {type(data).__name__}{hint}"
         )
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", errors="replace")
-    if data.startswith("\ufeff"):
-        data = data[1:]
-    if "\n" not in data and "\r" in data:
-        data = data.replace("\r", "\n")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\n" not in text and "\r" in text:
+        text = text.replace("\r", "\n")
+    return text
+
+
+def _read_file(path: os.PathLike[str], max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_bytes`` (else CubeParseError).
+
+    A ``str`` is refused (TypeError): a path must be a path object, so text can never be
+    mistaken for a file name. Devices, FIFOs and directories are refused before anything is read
+    (``/dev/zero`` would never end), and the read is bounded even if the file grows meanwhile.
+    """
+    p = require_path(path, "a .cube file")
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{p}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise CubeParseError(0, f"{p.name}: larger than {max_bytes} bytes")
     return data
 
 
@@ -206,6 +236,8 @@ def _parse_floats(tokens: list[str], lineno: int, count: int) -> np.ndarray:
         ) from None
     if not np.all(np.isfinite(values)):
         raise CubeParseError(lineno, f"{key} has a NaN or infinite value")
+    if not np.all(np.abs(values) <= MAX_ABS_VALUE):
+        raise CubeParseError(lineno, f"{key} has a value beyond +-{MAX_ABS_VALUE:g}")
     return values
 
 
@@ -213,9 +245,25 @@ def _is_data_line(stripped: str) -> bool:
     return bool(stripped) and (stripped[0].isdigit() or stripped[0] in "+-.")
 
 
-def parse_cube(source: str | bytes | os.PathLike[str] | IO[str] | IO[bytes]) -> CubeData:
-    """Parse a ``.cube`` file (path, text, bytes or file object) without converting it."""
-    text = _to_text(source)
+def parse_cube_text(data: str | bytes | bytearray | memoryview) -> CubeData:
+    """Parse the content of a ``.cube`` file (text or UTF-8 bytes) without converting it.
+
+    ``data`` is always content: a one-line ``str`` such as ``"/etc/passwd"`` is parsed (and
+    fails) as a ``.cube``, never opened. Raises :class:`CubeParseError`; TypeError for other types.
+    """
+    return _parse(_text_of(data))
+
+
+def parse_cube_file(path: os.PathLike[str], *, max_bytes: int = MAX_FILE_BYTES) -> CubeData:
+    """Parse the ``.cube`` file at ``path`` (a :class:`~pathlib.Path`; a ``str`` is a TypeError).
+
+    Reads at most ``max_bytes`` (a larger file is a :class:`CubeParseError`); a path that is not
+    a regular file is a ValueError, a missing one an OSError.
+    """
+    return _parse(_text_of(_read_file(path, max_bytes)))
+
+
+def _parse(text: str) -> CubeData:
     cube = CubeData()
     # -- header: keywords until the first numeric line -----------------------------------------
     pos = 0
@@ -361,6 +409,13 @@ def _parse_block(
     if not np.all(np.isfinite(values)):
         i = int(np.flatnonzero(~np.isfinite(values))[0])
         raise CubeParseError(int(line_of(starts[i])), f"NaN or infinite value {values[i]!r}")
+    too_big = np.abs(values) > MAX_ABS_VALUE
+    if too_big.any():
+        i = int(np.argmax(too_big))
+        raise CubeParseError(
+            int(line_of(starts[i])),
+            f"value {float(values[i]):g} is out of range (at most +-{MAX_ABS_VALUE:g})",
+        )
     row_lines = np.flatnonzero(per_line == 3) + first_line
     n_rows = values.size // 3
     if n_rows < expected_rows:
@@ -382,16 +437,25 @@ def _is_number_token(token: str) -> bool:
     return token.lower().lstrip("+-") not in {"nan", "inf", "infinity"}
 
 
-def read_cube(
-    source: str | bytes | os.PathLike[str] | IO[str] | IO[bytes], *, bake_size: int = BAKE_SIZE
+def read_cube_text(
+    data: str | bytes | bytearray | memoryview, *, bake_size: int = BAKE_SIZE
 ) -> LUT3D:
-    """Read a ``.cube`` file into a :class:`LUT3D`.
+    """A :class:`LUT3D` from the content of a ``.cube`` file (text or UTF-8 bytes).
 
-    ``source`` is a path (``str`` without newlines or ``os.PathLike``), the file's text (a ``str``
-    containing a newline), bytes, or a file object. A 1D-only or shaper+3D file is converted as
-    the module docstring explains (``bake_size`` points per axis). Raises :class:`CubeParseError`.
+    ``data`` is always content, never a file name (see :func:`read_cube_file`). A 1D-only or
+    shaper+3D file is converted as the module docstring explains (``bake_size`` points per
+    axis). Raises :class:`CubeParseError`.
     """
-    return parse_cube(source).to_lut(bake_size)
+    return parse_cube_text(data).to_lut(bake_size)
+
+
+def read_cube_file(
+    path: os.PathLike[str], *, bake_size: int = BAKE_SIZE, max_bytes: int = MAX_FILE_BYTES
+) -> LUT3D:
+    """A :class:`LUT3D` from the ``.cube`` file at ``path``, a :class:`~pathlib.Path` (a ``str``
+    is a TypeError, so that content can never be taken for a file name); see
+    :func:`parse_cube_file` for the limits."""
+    return parse_cube_file(path, max_bytes=max_bytes).to_lut(bake_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,14 +552,16 @@ def write_cube(
 # ---------------------------------------------------------------------------------------------
 # other formats through OpenColorIO
 # ---------------------------------------------------------------------------------------------
-def read_lut(path: str | os.PathLike[str], *, size: int = BAKE_SIZE) -> LUT3D:
-    """Read any LUT file: ``.cube`` with :func:`read_cube`, other formats OpenColorIO knows
+def read_lut(path: os.PathLike[str], *, size: int = BAKE_SIZE) -> LUT3D:
+    """Read any LUT file: ``.cube`` with :func:`read_cube_file`, other formats OpenColorIO knows
     (``.3dl``, ``.csp``, ``.spi3d``, ``.spi1d``, ``.clf``, ...) by evaluating OpenColorIO's
     processor on a ``size``^3 lattice over [0, 1] (an approximation when the file's own lattice
-    differs)."""
-    p = Path(path)
+    differs). ``path`` is a :class:`~pathlib.Path`; a ``str`` is a TypeError."""
+    p = require_path(path, "a LUT file")
     if p.suffix.lower() == ".cube":
-        return read_cube(p)
+        return read_cube_file(p)
+    if not p.is_file():
+        raise ValueError(f"{p}: not a regular file")
     try:
         import PyOpenColorIO as ocio
     except ImportError as exc:  # pragma: no cover - opencolorio is a dependency

@@ -30,6 +30,8 @@ from typing import IO, Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from app.ml.paths import require_path
+
 try:  # HEIC/HEIF from phones
     from pillow_heif import register_heif_opener
 
@@ -90,11 +92,16 @@ class EncodedImage:
         return _MIME[_FORMATS[self.format]]
 
 
-def _open(source: str | os.PathLike[str] | bytes | IO[bytes]) -> Image.Image:
+def _open(source: os.PathLike[str] | bytes | IO[bytes]) -> Image.Image:
     if isinstance(source, bytes | bytearray | memoryview):
         return Image.open(io.BytesIO(bytes(source)))
-    if isinstance(source, str | os.PathLike):
-        return Image.open(Path(source))
+    if isinstance(source, str) or not (isinstance(source, os.PathLike) or hasattr(source, "read")):
+        raise TypeError(
+            f"expected a Path, bytes or a binary file, got {type(source).__name__} "
+            "(a str is never taken for a file name: wrap it in Path)"
+        )
+    if isinstance(source, os.PathLike):
+        return Image.open(require_path(source, "image"))
     return Image.open(source)
 
 
@@ -103,12 +110,13 @@ def _icc_is_rgb(icc: bytes | None) -> bool:
 
 
 def load_image(
-    source: str | os.PathLike[str] | bytes | IO[bytes],
+    source: os.PathLike[str] | bytes | IO[bytes],
     *,
     apply_orientation: bool = True,
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, ImageInfo]:
-    """Decode ``source`` (path, bytes or binary file) to uint8 RGB HxWx3 and its :class:`ImageInfo`.
+    """Decode ``source`` (a ``Path``, the file's bytes or a binary file; a ``str`` is a TypeError)
+    to uint8 RGB HxWx3 and its :class:`ImageInfo`.
 
     Raises ``ValueError`` for files that are not images or exceed ``max_pixels``.
     """

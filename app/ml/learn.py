@@ -522,18 +522,25 @@ def _from_checkpoint(ckpt: Any, source: str) -> StyleModel:
 
 
 def load_style_bytes(data: bytes) -> StyleModel:
-    """The model from ``model.pt`` bytes (``torch.load(weights_only=True)``)."""
+    """The model from ``model.pt`` bytes (``torch.load(weights_only=True)``); only bytes (a
+    file name is a TypeError here: use :func:`load_style` with a ``Path``)."""
     import torch
 
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"expected the model.pt content as bytes, got {type(data).__name__}")
     ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return _from_checkpoint(ckpt, "model.pt bytes")
 
 
-def read_style_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw ``model.pt`` dict (kind, format_version, state, metrics, meta)."""
+def read_style_checkpoint(path: Path) -> dict[str, Any]:
+    """The raw ``model.pt`` dict (kind, format_version, state, metrics, meta) of the file at
+    ``path`` (a ``Path``; a ``str`` is a TypeError)."""
     import torch
 
-    return torch.load(Path(path), map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
+    from app.ml.paths import require_path
+
+    p = require_path(path, "model.pt")
+    return torch.load(p, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
 
 
 _LUT_SUFFIXES = {
@@ -550,11 +557,14 @@ _LUT_SUFFIXES = {
 }
 
 
-def load_style(path: str | Path) -> StyleModel:
+def load_style(path: Path) -> StyleModel:
     """Load a style from a ``model.pt``, a style directory (``model.pt``), a ``.cube`` (or other
     LUT file: kind ``imported``), or a directory of published adaptive-3D-LUT weights
-    (``LUTs.pth`` + ``classifier.pth``)."""
-    p = Path(path)
+    (``LUTs.pth`` + ``classifier.pth``). ``path`` is a ``Path``: a ``str`` is a TypeError (content
+    goes to :func:`load_style_bytes` or ``app.ml.cube_export.read_cube_text``)."""
+    from app.ml.paths import require_path
+
+    p = require_path(path, "style")
     if p.is_dir():
         if (p / "model.pt").is_file():
             return _from_checkpoint(read_style_checkpoint(p / "model.pt"), str(p / "model.pt"))

@@ -65,6 +65,7 @@ from torch import nn
 
 from app.ml.base import ProgressFn, TrainingPair, no_progress
 from app.ml.lut import LUT3D
+from app.ml.paths import require_path
 from app.ml.torch_utils import lattice, pick_device, to_float01, torch_threads
 
 KIND = "nilut"
@@ -285,7 +286,7 @@ class NILUTModel:
 
 
 def load_published_nilut(
-    path: str | Path,
+    path: Path,
     *,
     condition: Sequence[float] | None = (1.0, 0.0, 0.0),
     device: str | torch.device | None = None,
@@ -294,8 +295,9 @@ def load_published_nilut(
 
     The file is a dict whose ``"model"`` entry is the network's state_dict; the shapes give
     ``in_features``, ``H`` and ``L``. Styles: [1,0,0] = LUT01, [0,1,0] = LUT03, [0,0,1] = LUT04.
+    ``path`` is a ``Path`` (a ``str`` is a TypeError).
     """
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    ckpt = torch.load(require_path(path, "NILUT checkpoint"), map_location="cpu", weights_only=True)
     weights = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
     linear_ids = sorted(
         int(k.split(".")[1]) for k in weights if k.startswith("net.") and k.endswith(".weight")

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, TiffImagePlugin, UnidentifiedImageError
 
+from app.ml.paths import require_path
+
 log = logging.getLogger("picfilter.imaging")
 
 try:  # HEIC/HEIF decoding (and encoding, used by the tests)
@@ -140,7 +142,9 @@ def _too_large(
 
 
 def open_image(path: Path, family: str, max_pixels: int) -> Image.Image:
-    """Open (header only) with the plugin of ``family``; bombs and non-images raise our errors."""
+    """Open (header only) with the plugin of ``family``; bombs and non-images raise our errors.
+    ``path`` is a ``Path`` (a ``str`` is a TypeError: content is never taken for a file name)."""
+    path = require_path(path, "image")
     _set_limit(max_pixels)
     try:
         im = Image.open(path, formats=list(PILLOW_FORMATS[family]))

@@ -644,11 +644,12 @@ def store_imported_cube(
     storage: Storage, style_id: uuid.UUID, data: bytes, filename: str, name: str
 ) -> StoredObjects:
     """Parse a ``.cube`` (raises CubeParseError) and store model, LUT and chart preview (v1)."""
-    from app.ml.cube_export import dumps_cube, read_cube
+    from app.ml.cube_export import dumps_cube, read_cube_text
     from app.ml.learn import save_style_bytes
     from app.ml.lut import LUTStyle
 
-    lut = read_cube(data.decode("utf-8-sig"))
+    # the upload's content, always parsed as text: never a file name (see read_cube_text)
+    lut = read_cube_text(data.decode("utf-8-sig"))
     model = LUTStyle(lut, kind="imported", info={"filename": filename, "title": lut.title or ""})
     chart = color_chart()
     preview = side_by_side(chart, model.apply(chart, 1.0))

@@ -75,10 +75,10 @@ def photo(name: str, width: int = 480) -> np.ndarray:
 
 @cache
 def shared_lut(name: str) -> Any:
-    from app.ml.cube_export import read_cube
+    from app.ml.cube_export import read_cube_file
 
     require_shared(LUTS / name)
-    return read_cube(LUTS / name)
+    return read_cube_file(LUTS / name)
 
 
 def synthetic_photo(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:

@@ -217,9 +217,9 @@ async def test_export_cube_parses_and_reproduces_apply(learned: Learned, size: i
     assert title
     assert "Classic Film (learned)" in title
     assert str(size) in title
-    from app.ml.cube_export import read_cube
+    from app.ml.cube_export import read_cube_text
 
-    assert read_cube(text).size == size
+    assert read_cube_text(text).size == size
     if size == 65:
         applied = await _apply(learned, owner, learned.unseen_image["id"], format="png")
         own = decode((await fetch_url(client, applied["result_url"])).content)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from app.ml.cli import main, register
-from app.ml.cube_export import read_cube, write_cube
+from app.ml.cube_export import read_cube_file, write_cube
 from app.ml.imaging import apply_to_image_bytes, encode_image, load_image, save_image, strip_gps
 from app.ml.lut import LUT3D, LUTStyle, identity_table
 
@@ -71,7 +71,7 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert "%]" in out
     assert (style_dir / "model.pt").is_file()
     assert (style_dir / "metadata.json").is_file()
-    assert read_cube(style_dir / "lut.cube").size == 33
+    assert read_cube_file(style_dir / "lut.cube").size == 33
 
     cube = tmp_path / "look.cube"
     assert (
@@ -80,7 +80,7 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         )
         == 0
     )
-    assert read_cube(cube).size == 33
+    assert read_cube_file(cube).size == 33
 
     # apply keeps the ICC profile and the EXIF orientation (pixels are not rotated)
     photo = make_photo(1, 60, 80)  # colors the style was learned on
@@ -109,7 +109,7 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     exported = tmp_path / "x17.cube"
     assert main(["export", "--style", str(style_dir), "--size", "17", "--out", str(exported)]) == 0
     assert "LUT_3D_SIZE 17" in exported.read_text()
-    assert read_cube(exported).size == 17
+    assert read_cube_file(exported).size == 17
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,4 +206,4 @@ def test_write_cube_then_cli_export_of_imported(tmp_path: Path) -> None:
     write_cube(look(), src)
     out = tmp_path / "out.cube"
     assert main(["export", "--style", str(src), "--size", "9", "--out", str(out)]) == 0
-    assert read_cube(out).allclose(look(), 1e-6)
+    assert read_cube_file(out).allclose(look(), 1e-6)

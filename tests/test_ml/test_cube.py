@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from app.ml.cube_export import (
+    MAX_ABS_VALUE,
     CubeParseError,
     dumps_cube,
-    parse_cube,
-    read_cube,
+    parse_cube_file,
+    parse_cube_text,
+    read_cube_file,
+    read_cube_text,
     read_lut,
     write_cube,
 )
@@ -64,7 +67,7 @@ IDENTITY_2 = [
 # -- round trips -------------------------------------------------------------------------------
 def test_round_trip_text_is_exact_within_1e6() -> None:
     lut = odd_lut()
-    back = read_cube(dumps_cube(lut))
+    back = read_cube_text(dumps_cube(lut))
     assert back.allclose(lut, 1e-6)
     assert back.title == "odd"
     np.testing.assert_allclose(back.domain_min, lut.domain_min, atol=1e-9)
@@ -74,15 +77,16 @@ def test_round_trip_file_and_file_objects(tmp_path: Path) -> None:
     lut = odd_lut(size=33, seed=2)
     path = tmp_path / "x.cube"
     write_cube(lut, path, title="My look")
-    assert read_cube(path).allclose(lut, 1e-6)
-    assert read_cube(str(path)).title == "My look"
-    assert read_cube(path.read_bytes()).allclose(lut, 1e-6)
+    assert read_cube_file(path).allclose(lut, 1e-6)
+    assert read_cube_file(path).title == "My look"
+    assert read_cube_text(path.read_bytes()).allclose(lut, 1e-6)
+    assert read_cube_text(bytearray(path.read_bytes())).allclose(lut, 1e-6)
     buf = io.BytesIO()
     write_cube(lut, buf)
-    assert read_cube(io.BytesIO(buf.getvalue())).allclose(lut, 1e-6)
+    assert read_cube_text(buf.getvalue()).allclose(lut, 1e-6)
     text = io.StringIO()
     write_cube(lut, text)
-    assert read_cube(text.getvalue()).allclose(lut, 1e-6)
+    assert read_cube_text(text.getvalue()).allclose(lut, 1e-6)
 
 
 def test_written_header_and_red_fastest_order() -> None:
@@ -119,28 +123,28 @@ def test_comments_blank_lines_crlf_bom_and_trailing_comments() -> None:
     body = ["# leading comment", "", 'TITLE "t # not a comment"', "LUT_3D_SIZE 2  # trailing"]
     body += ["", "0 0 0 # first row", "# comment inside the data", "1 0 0", "", *IDENTITY_2[2:]]
     text = "\ufeff" + "\r\n".join(body) + "\r\n"
-    lut = read_cube(text)
+    lut = read_cube_text(text)
     assert lut.allclose(LUT3D.identity(2), 0.0)
     assert lut.title == "t # not a comment"
-    assert read_cube(text.replace("\r\n", "\r")).allclose(LUT3D.identity(2), 0.0)
-    cube = parse_cube(text)
+    assert read_cube_text(text.replace("\r\n", "\r")).allclose(LUT3D.identity(2), 0.0)
+    cube = parse_cube_text(text)
     assert "leading comment" in cube.comments
 
 
 def test_unknown_uppercase_keywords_are_ignored() -> None:
     text = small_cube(IDENTITY_2, "LUT_IN_VIDEO_RANGE\nLUT_3D_SIZE 2")
-    assert read_cube(text).size == 2
+    assert read_cube_text(text).size == 2
 
 
 def test_values_outside_unit_range_and_exponents() -> None:
     rows = ["-0.25 1.5e0 2E-1", *IDENTITY_2[1:]]
-    lut = read_cube(small_cube(rows))
+    lut = read_cube_text(small_cube(rows))
     np.testing.assert_allclose(lut.table[0, 0, 0], [-0.25, 1.5, 0.2], atol=1e-7)
 
 
 def test_one_d_lut_becomes_an_exact_3d_lut() -> None:
     text = "LUT_1D_SIZE 3\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 2 3\n0 0 0\n0.5 1 1.5\n1 1 1\n"
-    lut = read_cube(text)
+    lut = read_cube_text(text)
     assert lut.size == 3
     x = np.random.default_rng(4).uniform(-0.5, 3.5, (500, 3))
     grid = np.linspace(0, 1, 3)
@@ -157,7 +161,7 @@ def test_one_d_lut_becomes_an_exact_3d_lut() -> None:
 # -- every shared LUT ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", CUBE_NAMES)
 def test_shared_luts_load_and_agree_with_reference(shared_data: Path, name: str) -> None:
-    lut = read_cube(shared_data / "luts" / name)
+    lut = read_cube_file(shared_data / "luts" / name)
     assert lut.size in (16, 32, 33)
     colors = sample_colors()
     expected = quantize(
@@ -185,7 +189,7 @@ def test_shared_lut_axis_order_against_hald(shared_data: Path) -> None:
 
     from app.ml.metrics import psnr
 
-    lut = read_cube(shared_data / "luts" / "nilut_LUT01.cube")
+    lut = read_cube_file(shared_data / "luts" / "nilut_LUT01.cube")
     with (
         Image.open(shared_data / "halds" / "Original_Image.png") as a,
         Image.open(shared_data / "halds" / "LUT01_ContrastLUT.png") as b,
@@ -201,8 +205,8 @@ def test_shared_lut_axis_order_against_hald(shared_data: Path) -> None:
 def test_parser_fixtures_exact(shared_data: Path, name: str) -> None:
     """Fixtures without a shaper convert exactly: compare with the file's own tables."""
     path = shared_data / "luts" / "parser-fixtures" / name
-    cube = parse_cube(path)
-    lut = read_cube(path)
+    cube = parse_cube_file(path)
+    lut = read_cube_file(path)
     x = np.random.default_rng(5).uniform(-0.2, 1.2, (5000, 3))
     if cube.table_3d is not None:
         expected = reference_trilinear(cube.table_3d, x, lut.domain_min, lut.domain_max)
@@ -228,10 +232,10 @@ def test_parser_fixtures_with_shaper_are_baked(
 ) -> None:
     """Shaper + 3D files are baked into one 65^3 LUT: close to shaper-then-cube, not exact."""
     path = shared_data / "luts" / "parser-fixtures" / name
-    cube = parse_cube(path)
+    cube = parse_cube_file(path)
     assert cube.table_1d is not None
     assert cube.table_3d is not None
-    lut = read_cube(path)
+    lut = read_cube_file(path)
     assert lut.size == 65
     lo1 = np.full(3, cube.range_1d[0]) if cube.range_1d else np.zeros(3)
     hi1 = np.full(3, cube.range_1d[1]) if cube.range_1d else np.ones(3)
@@ -262,6 +266,22 @@ MALFORMED = [
     ("nan", small_cube([*IDENTITY_2[:3], "nan 1 0", *IDENTITY_2[4:]]), 5, "NaN or infinite"),
     ("inf", small_cube([*IDENTITY_2[:6], "0 inf 1", *IDENTITY_2[7:]]), 8, "NaN or infinite"),
     ("overflow", small_cube([*IDENTITY_2[:1], "1e999 0 0", *IDENTITY_2[2:]]), 3, "NaN or infinite"),
+    # finite as float64, infinite as float32 (the table's type): once a 500, now the line
+    ("1e308", small_cube([*IDENTITY_2[:1], "1e308 0 0", *IDENTITY_2[2:]]), 3, "out of range"),
+    ("-1e39", small_cube([*IDENTITY_2[:6], "0 0 -1e39", *IDENTITY_2[7:]]), 8, "out of range"),
+    ("1e7", small_cube([*IDENTITY_2[:7], "1 1 1e7"]), 9, "value 1e+07 is out of range"),
+    (
+        "domain 1e308",
+        "LUT_3D_SIZE 2\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 1e308 1\n" + "\n".join(IDENTITY_2),
+        3,
+        "DOMAIN_MAX has a value beyond",
+    ),
+    (
+        "range 1e308",
+        "LUT_3D_SIZE 2\nLUT_3D_INPUT_RANGE -1e308 1e308\n" + "\n".join(IDENTITY_2),
+        2,
+        "LUT_3D_INPUT_RANGE has a value beyond",
+    ),
     ("size 1", 'TITLE "x"\nLUT_3D_SIZE 1\n0 0 0\n', 2, "LUT_3D_SIZE must be in 2..256, got 1"),
     ("size 300", "# c\nLUT_3D_SIZE 300\n0 0 0\n", 2, "LUT_3D_SIZE must be in 2..256, got 300"),
     ("size text", "LUT_3D_SIZE big\n0 0 0\n", 1, "expects an integer, got 'big'"),
@@ -308,7 +328,7 @@ MALFORMED = [
 )
 def test_malformed_files_name_the_line(case: str, text: str, line: int, message: str) -> None:
     with pytest.raises(CubeParseError) as info:
-        read_cube(text)
+        read_cube_text(text)
     assert str(info.value).startswith(f"line {line}: "), str(info.value)
     assert message in str(info.value)
     assert info.value.line == line
@@ -333,3 +353,67 @@ def test_read_lut_dispatches_and_uses_opencolorio(tmp_path: Path) -> None:
     bad.write_text("not a lut\n")
     with pytest.raises(ValueError, match="cannot read LUT file"):
         read_lut(bad)
+
+
+def test_largest_accepted_value_round_trips() -> None:
+    rows = [f"{-MAX_ABS_VALUE:g} 0 {MAX_ABS_VALUE:g}", *IDENTITY_2[1:]]
+    lut = read_cube_text(small_cube(rows))
+    np.testing.assert_allclose(lut.table[0, 0, 0], [-MAX_ABS_VALUE, 0, MAX_ABS_VALUE])
+    assert np.isfinite(lut.apply(np.full((4, 3), 0.001, np.float32))).all()
+
+
+# -- text is text, a path is a Path (issue 9: an upload's content was opened as a file name) ---
+@pytest.fixture
+def real_cube(tmp_path: Path) -> Path:
+    path = tmp_path / "real.cube"
+    write_cube(odd_lut(3), path)
+    return path
+
+
+def test_one_line_str_naming_a_real_cube_is_parsed_as_text_not_opened(real_cube: Path) -> None:
+    """The old reader opened a one-line str as a path: this one parses it (and it fails)."""
+    assert read_cube_file(real_cube).size == 3  # the file is a valid .cube
+    for parse in (read_cube_text, parse_cube_text):
+        with pytest.raises(CubeParseError) as info:
+            parse(str(real_cube))
+        assert info.value.line == 1
+        assert "expected a keyword or 3 numbers" in str(info.value)
+        with pytest.raises(CubeParseError):
+            parse(str(real_cube).encode())
+
+
+@pytest.mark.parametrize(
+    "content", ["/etc/passwd", "/proc/self/cmdline", "/dev/zero", "/nonexistent/x.cube", "x.cube"]
+)
+def test_one_line_str_is_never_opened(content: str) -> None:
+    with pytest.raises(CubeParseError) as info:
+        read_cube_text(content)
+    assert info.value.line == 1
+    assert "root:" not in str(info.value)  # nothing of /etc/passwd
+    assert "pytest" not in str(info.value)  # nothing of /proc/self/cmdline
+
+
+def test_a_path_must_be_a_path(real_cube: Path) -> None:
+    for read in (read_cube_file, parse_cube_file, read_lut):
+        with pytest.raises(TypeError, match="expected a pathlib.Path, got str"):
+            read(str(real_cube))  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            read(str(real_cube).encode())  # type: ignore[arg-type]
+    for parse in (read_cube_text, parse_cube_text):
+        with pytest.raises(TypeError, match="parse_cube_file"):
+            parse(real_cube)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            parse(io.BytesIO(real_cube.read_bytes()))  # type: ignore[arg-type]
+
+
+def test_file_reads_are_bounded_and_regular_only(real_cube: Path, tmp_path: Path) -> None:
+    size = real_cube.stat().st_size
+    assert read_cube_file(real_cube, max_bytes=size).size == 3
+    with pytest.raises(CubeParseError, match=f"larger than {size - 1} bytes"):
+        read_cube_file(real_cube, max_bytes=size - 1)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_cube_file(Path("/dev/zero"))  # would never end if read
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_cube_file(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        read_cube_file(tmp_path / "missing.cube")

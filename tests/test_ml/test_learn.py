@@ -17,7 +17,7 @@ from app.ml import (
     save_style_bytes,
 )
 from app.ml.base import TrainingPair
-from app.ml.cube_export import read_cube, write_cube
+from app.ml.cube_export import read_cube_file, write_cube
 from app.ml.dlut import DLUTModel
 from app.ml.lut import LUT3D, LUTStyle, identity_table
 
@@ -229,7 +229,7 @@ def test_save_and_load_style_directory(tmp_path: Path) -> None:
     loaded = load_style(out)
     assert isinstance(loaded, DLUTModel)
     assert loaded.lut.allclose(result.model.lut, 0.0)  # type: ignore[attr-defined]
-    assert read_cube(out / "lut.cube").allclose(result.lut, 1e-6)
+    assert read_cube_file(out / "lut.cube").allclose(result.lut, 1e-6)
     assert isinstance(load_style(out / "model.pt"), DLUTModel)
 
     import torch

@@ -242,8 +242,8 @@ def test_serving_path_does_not_import_torch() -> None:
         import sys
         import numpy as np
         import app.ml.lut as lut_mod
-        from app.ml.cube_export import read_cube, dumps_cube
-        lut = read_cube(dumps_cube(lut_mod.LUT3D.identity(5)))
+        from app.ml.cube_export import read_cube_text, dumps_cube
+        lut = read_cube_text(dumps_cube(lut_mod.LUT3D.identity(5)))
         img = np.zeros((4, 4, 3), np.uint8)
         lut.apply(img); lut.apply(img, 0.5); lut.apply(img.astype(np.float32))
         lut_mod.LUTStyle(lut).apply(img)
