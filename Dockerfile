@@ -2,6 +2,8 @@
 #
 #   docker build -t picfilter .
 #   docker run --rm -p 8000:8000 -e JWT_SECRET_KEY=... picfilter   # the API alone (no worker);
+#   (ENVIRONMENT=production: JWT_SECRET_KEY is required, 32+ random bytes, e.g. the output of
+#   python -c "import secrets; print(secrets.token_urlsafe(48))"; it is refused when missing)
 #   the whole stack (PostgreSQL, Redis, MinIO, workers, nginx) is docker-compose.yml.
 #
 # PyTorch comes from the CPU wheel index, so a CUDA build (several GB) is never pulled. For a
@@ -48,7 +50,10 @@ RUN pip install --no-deps . \
 
 # app/cli.py finds alembic.ini and alembic/ beside the `app` package: import `app` from /app
 # (where they are) rather than from site-packages.
+# ENVIRONMENT=production: the image listens on every interface, and its containers do not share
+# DATA_DIR, so no key is made there: each process needs the same JWT_SECRET_KEY from outside.
 ENV PYTHONPATH=/app \
+    ENVIRONMENT=production \
     HOST=0.0.0.0 \
     PORT=8000 \
     DATA_DIR=/var/lib/picfilter

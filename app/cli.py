@@ -3,6 +3,9 @@
 ``picfilter serve`` runs migrations, then uvicorn; in the embedded default (no ``REDIS_URL``)
 it also starts a real Celery worker (with its beat scheduler) beside the API as a child process,
 and Ctrl-C stops both.
+
+``serve``, ``worker`` and ``migrate`` load the settings first and stop with the reason (and no
+traceback) when they are refused, e.g. a missing, placeholder or short ``JWT_SECRET_KEY``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.config import get_settings
+from pydantic import ValidationError
+
+from app.config import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +34,19 @@ def migrate(revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(ROOT / "alembic"))
     cfg.attributes["configure_logger"] = False
     command.upgrade(cfg, revision)
+
+
+def load_settings() -> Settings:
+    """The settings, or exit with why they were refused (a message, not a traceback)."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        reasons = []
+        for error in exc.errors():
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            field = ".".join(str(part) for part in error["loc"]).upper()
+            reasons.append(f"{field}: {msg}" if field and not msg.startswith(field) else msg)
+        raise SystemExit("picfilter: refusing to start:\n  " + "\n  ".join(reasons)) from None
 
 
 def _worker_argv(queues: str, concurrency: int, beat: bool, pool: str | None) -> list[str]:
@@ -53,14 +71,17 @@ def _worker_argv(queues: str, concurrency: int, beat: bool, pool: str | None) ->
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    settings = load_settings()
     from app.workers.celery_app import celery_app
 
-    get_settings().resolved_data_dir.mkdir(parents=True, exist_ok=True)  # beat's schedule file
-    celery_app.worker_main(_worker_argv(args.queues, args.concurrency, args.beat, args.pool))
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)  # beat's schedule file
+    concurrency = args.concurrency or settings.worker_concurrency
+    celery_app.worker_main(_worker_argv(args.queues, concurrency, args.beat, args.pool))
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    load_settings()
     migrate(args.revision)
     return 0
 
@@ -68,7 +89,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    settings = get_settings()
+    settings = load_settings()
     port = args.port or settings.port
     host = args.host or settings.host
     os.environ.setdefault("PORT", str(port))
@@ -110,7 +131,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             workers=args.workers,
+            # The client address per-IP rate limits count: see Settings.forwarded_allow_ips.
             proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             log_level=settings.log_level.lower(),
         )
     finally:
@@ -132,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a Celery worker")
     p.add_argument("--queues", default="ml,io")
-    p.add_argument("--concurrency", type=int, default=get_settings().worker_concurrency)
+    p.add_argument("--concurrency", type=int, help="default: WORKER_CONCURRENCY")
     p.add_argument("--beat", action="store_true", help="also run the periodic scheduler")
     p.add_argument("--pool", help="Celery pool (prefork, solo, threads)")
     p.set_defaults(func=cmd_worker)

@@ -8,22 +8,128 @@ Two ways to run, one code base:
   unset -> local-disk storage under ``DATA_DIR`` served through signed URLs.
 * **production**: ``DATABASE_URL=postgresql+asyncpg://...``, ``REDIS_URL=redis://...``,
   ``S3_*`` -> PostgreSQL, Redis (broker, sessions, pub/sub, rate limits) and S3/MinIO.
+
+Signing keys (``JWT_SECRET_KEY``, and ``STORAGE_SIGNING_KEY`` when set) are never a known value:
+
+* a key equal to the placeholder once published in ``.env.example``, or shorter than
+  :data:`MIN_SECRET_BYTES` (32 bytes, the HS256 digest size below which PyJWT warns), refuses
+  to start whatever ``ENVIRONMENT`` says;
+* ``JWT_SECRET_KEY`` unset on the embedded stack (SQLite and the filesystem broker, so every
+  process of it shares ``DATA_DIR``) -> a random key made on first start and kept in
+  ``DATA_DIR/secret_key`` (mode 0600; a key file that others may read refuses to start);
+* ``JWT_SECRET_KEY`` unset anywhere else (PostgreSQL, a Redis/AMQP broker, or
+  ``ENVIRONMENT=production``: processes that may not share a disk) refuses to start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import os
+import secrets
+import stat
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Published in .env.example until 2026-12: anyone could sign tokens with it. Always refused.
 PLACEHOLDER_SECRET = "change-me-in-production"
+# HS256's digest size: RFC 7518 3.2's minimum, and PyJWT's InsecureKeyLengthWarning threshold.
+MIN_SECRET_BYTES = 32
+SECRET_KEY_FILE = "secret_key"
+MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
+
+
+def _secret_problem(value: str) -> str | None:
+    """Why ``value`` cannot sign anything, or None when it can."""
+    if value.strip().lower() == PLACEHOLDER_SECRET:
+        return "is the placeholder published in .env.example"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is {len(value.encode())} bytes long, under the {MIN_SECRET_BYTES} bytes required"
+    return None
+
+
+def _how_to_set(name: str) -> str:
+    return (
+        f"set {name} to a random secret of at least {MIN_SECRET_BYTES} bytes, e.g. the output "
+        f"of `{MAKE_A_SECRET}` (in the environment or in .env)"
+    )
+
+
+def load_or_create_secret_key(path: Path) -> str:
+    """The key kept in ``path``, made (random, mode 0600) when the file does not exist yet.
+
+    Race-safe for the API and the worker started together: the key is written to a private
+    temporary file that is then hard-linked to ``path``, which fails when another process got
+    there first; everyone then reads back the one file that won. (Filesystems without hard
+    links fall back to ``O_CREAT|O_EXCL`` with a short wait for the winner's write.)
+    Refuses a file that is not a regular file, is readable or writable by group or others, or
+    holds a key that is too short.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        _create_secret_file(path, secrets.token_urlsafe(48))
+    for _ in range(50):
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise ValueError(f"cannot read the key file {path}: {exc}") from exc
+        with os.fdopen(fd, "r", encoding="utf-8") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"the key file {path} is not a regular file")
+            if info.st_mode & 0o077:
+                raise ValueError(
+                    f"the key file {path} may be read by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}` if nobody else "
+                    "could have read it, else delete it (a new key is made; every user must "
+                    "log in again)"
+                )
+            key = f.read().strip()
+        if key:
+            problem = _secret_problem(key)
+            if problem:
+                raise ValueError(f"the key in {path} {problem}: delete the file to make a new one")
+            return key
+        time.sleep(0.1)  # created by O_EXCL in another process, not written yet
+    raise ValueError(f"the key file {path} is empty: delete it to make a new one")
+
+
+def _create_secret_file(path: Path, key: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(key + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return  # another process made it first: everyone uses that one
+        except OSError:  # no hard links here: exclusive create, then write
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(key + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused setting must not print the secrets next to it.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     app_name: str = "PicFilter"
@@ -34,6 +140,12 @@ class Settings(BaseSettings):
     # Public base URL of the API (used to build local storage URLs); default http://host:port.
     public_base_url: str | None = None
     log_level: str = "INFO"
+    # Peers whose X-Forwarded-For/-Proto uvicorn believes (uvicorn's own variable, so that
+    # `picfilter serve` and a plain `uvicorn --factory app.main:create_app` read the same one):
+    # comma-separated IP addresses or networks. The client address (what per-IP rate limits
+    # count) is then the right-most X-Forwarded-For entry that is not one of them. Name only
+    # your reverse proxy: "*" lets every client write its own address.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
 
     # Database: unset -> SQLite file in data_dir.
     database_url: str | None = None
@@ -70,12 +182,14 @@ class Settings(BaseSettings):
     s3_bucket: str = "picfilter-storage"
     s3_region: str = "us-east-1"
     s3_create_bucket: bool = False
-    storage_signing_key: str | None = None  # local backend URL signatures; default JWT secret
+    # Key of local-storage URL signatures; unset: JWT_SECRET_KEY. Same rules as that key.
+    storage_signing_key: str | None = None
     presign_put_expire_seconds: int = 600
     presign_get_expire_seconds: int = 300
 
     # Auth
-    jwt_secret_key: str = PLACEHOLDER_SECRET
+    # Unset (""): the embedded stack makes one in DATA_DIR/secret_key; other stacks refuse.
+    jwt_secret_key: str = ""
     jwt_algorithm: Literal["HS256"] = "HS256"
     jwt_access_token_expire_minutes: int = 60
     jwt_refresh_token_expire_days: int = 7
@@ -97,10 +211,55 @@ class Settings(BaseSettings):
     ml_learn_time_budget_seconds: float = 300.0
     published_weights_dir: Path | None = None
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_forwarded_allow_ips(cls, value: str) -> str:
+        # uvicorn silently keeps an entry it cannot parse as a literal that never matches a
+        # peer address: refuse it here instead.
+        items = [item.strip() for item in value.split(",")]
+        if items == ["*"]:
+            return "*"
+        for item in items:
+            try:
+                if "/" in item:
+                    ipaddress.ip_network(item)
+                else:
+                    ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(
+                    f"FORWARDED_ALLOW_IPS: {item!r} is no IP address or network (e.g. "
+                    '127.0.0.1,::1 or 172.30.0.10 or 10.0.0.0/8; "*" alone trusts everyone)'
+                ) from None
+        return ",".join(items)
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        if self.environment == "production" and self.jwt_secret_key == PLACEHOLDER_SECRET:
-            raise ValueError("JWT_SECRET_KEY must be set to a real secret in production")
+        for name, value in (
+            ("JWT_SECRET_KEY", self.jwt_secret_key),
+            ("STORAGE_SIGNING_KEY", self.storage_signing_key),
+        ):
+            problem = _secret_problem(value) if value else None
+            if problem:
+                raise ValueError(f"{name} {problem}: {_how_to_set(name)}")
+        if not self.jwt_secret_key:
+            if not self.uses_own_key_file:
+                stack = (
+                    "ENVIRONMENT=production"
+                    if self.environment == "production"
+                    else "a server database or broker: processes that may not share DATA_DIR"
+                )
+                raise ValueError(
+                    f"JWT_SECRET_KEY is not set, and this stack ({stack}) needs the same key "
+                    f"in all its processes: {_how_to_set('JWT_SECRET_KEY')}"
+                )
+            path = self.resolved_data_dir / SECRET_KEY_FILE
+            try:
+                self.jwt_secret_key = load_or_create_secret_key(path)
+            except OSError as exc:
+                raise ValueError(
+                    f"JWT_SECRET_KEY is not set and the key file {path} cannot be made "
+                    f"({exc}): {_how_to_set('JWT_SECRET_KEY')}"
+                ) from exc
         return self
 
     # ---- derived values -------------------------------------------------------------------
@@ -123,6 +282,16 @@ class Settings(BaseSettings):
             url.replace("+asyncpg", "+psycopg")
             .replace("postgresql://", "postgresql+psycopg://")
             .replace("+aiosqlite", "")
+        )
+
+    @property
+    def uses_own_key_file(self) -> bool:
+        """Embedded stack (SQLite, filesystem broker, not production): every process of it
+        shares DATA_DIR, so they can share a key generated there."""
+        return (
+            self.environment != "production"
+            and self.is_sqlite
+            and self.broker_url.startswith("filesystem")
         )
 
     @property

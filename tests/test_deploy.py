@@ -10,6 +10,7 @@ image recipe.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.config import Settings
+from app.config import PLACEHOLDER_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -50,7 +51,8 @@ ARCHITECTURE_VARS = (
     "JWT_REFRESH_TOKEN_EXPIRE_DAYS",
 )
 # Variables in an app service's environment that belong to a library, not to Settings.
-NON_SETTINGS_ENV = {"FORWARDED_ALLOW_IPS"}  # uvicorn: trust X-Forwarded-* from nginx
+# (FORWARDED_ALLOW_IPS, uvicorn's, is also a Settings field: `picfilter serve` passes it on.)
+NON_SETTINGS_ENV: set[str] = set()
 # Stand-ins for the secrets that .env must provide.
 SECRETS = {"JWT_SECRET_KEY": "j" * 40, "S3_SECRET_KEY": "s" * 24}
 
@@ -278,6 +280,85 @@ def test_minio_and_the_app_share_credentials(services: dict[str, dict[str, Any]]
     assert url == f"postgresql+asyncpg://{user}:{password}@postgres:5432/{db}"
 
 
+def test_api_believes_forwarded_headers_from_nginx_only(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """A client's own X-Forwarded-For must never be its address (per-IP rate limits): the API
+    trusts exactly nginx's fixed address, which no other container can be given."""
+    allowed = service_env(services["api"]).get("FORWARDED_ALLOW_IPS", "")
+    assert allowed, "the api must name the proxy it believes (uvicorn's default is loopback)"
+    assert "*" not in allowed, "FORWARDED_ALLOW_IPS='*' lets clients forge their address"
+    nginx_nets = services["nginx"].get("networks")
+    assert isinstance(nginx_nets, dict), "nginx needs a fixed address on the stack's network"
+    addresses = {name: (cfg or {}).get("ipv4_address") for name, cfg in nginx_nets.items()}
+    fixed = [a for a in addresses.values() if a]
+    assert len(fixed) == 1, f"nginx must have exactly one fixed address: {addresses}"
+    assert [a.strip() for a in allowed.split(",")] == fixed
+    # The api must be on that network too, and the address inside its declared subnet but
+    # outside the range Docker hands out to other containers.
+    (network,) = [name for name, a in addresses.items() if a]
+    api_nets = services["api"].get("networks") or ["default"]
+    assert network in api_nets, f"api is not on nginx's network {network}"
+    ipam = (compose.get("networks") or {}).get(network, {}).get("ipam", {}).get("config") or []
+    assert ipam, f"network {network} declares no subnet"
+    address = ipaddress.ip_address(fixed[0])
+    (pool,) = [p for p in ipam if address in ipaddress.ip_network(p["subnet"])]
+    assert "ip_range" in pool, "without ip_range another container may be given nginx's address"
+    assert address not in ipaddress.ip_network(pool["ip_range"])
+    assert address != ipaddress.ip_address(pool.get("gateway", "0.0.0.0"))
+    assert (
+        Settings(  # a value Settings (and so uvicorn) reads as an address, not a literal
+            _env_file=None,  # type: ignore[call-arg]
+            forwarded_allow_ips=allowed,
+            jwt_secret_key=SECRETS["JWT_SECRET_KEY"],
+        ).forwarded_allow_ips
+        == fixed[0]
+    )
+
+
+@pytest.mark.parametrize("bad", ["", PLACEHOLDER_SECRET, "x" * 31])
+def test_compose_app_env_refuses_a_missing_placeholder_or_short_secret(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """.env with JWT_SECRET_KEY empty, the old placeholder or too short: compose or the app
+    refuses, never a running stack with a known key."""
+    for var in SETTINGS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    env = service_env(services["api"])
+    secrets_env = {**SECRETS, "JWT_SECRET_KEY": bad}
+    if not bad:
+        with pytest.raises(KeyError, match="JWT_SECRET_KEY"):
+            interpolate(env["JWT_SECRET_KEY"], secrets_env)
+        return
+    for key, value in env.items():
+        monkeypatch.setenv(key, interpolate(value, secrets_env))
+    with pytest.raises(ValueError, match="JWT_SECRET_KEY .*secrets.token_urlsafe"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_image_env_refuses_to_start_without_a_secret(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The image listens on 0.0.0.0: `docker run` without JWT_SECRET_KEY must refuse (its
+    containers do not share DATA_DIR, so no key is generated there)."""
+    for var in SETTINGS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    env: dict[str, str] = {}
+    for word, arg in dockerfile_instructions():
+        if word == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", arg)))
+    assert env.get("HOST") == "0.0.0.0"
+    assert env.get("ENVIRONMENT") == "production"
+    env["DATA_DIR"] = str(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match="JWT_SECRET_KEY is not set"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert not (tmp_path / "secret_key").exists()
+    monkeypatch.setenv("JWT_SECRET_KEY", SECRETS["JWT_SECRET_KEY"])
+    assert Settings(_env_file=None).host == "0.0.0.0"  # type: ignore[call-arg]
+
+
 # ---- (c) .env.example -----------------------------------------------------------------------
 def documented_default(name: str) -> str:
     field = Settings.model_fields[name.lower()]
@@ -313,6 +394,8 @@ def test_env_example_documents_every_setting_with_its_default() -> None:
         comment = lines[i - 1] if i else ""
         assert comment.startswith("#"), f".env.example: {var} needs a one-line comment above it"
         assert not assignment.match(comment), f".env.example: {var} needs a comment above it"
+    # The key once published here must never come back as a value anyone might copy.
+    assert PLACEHOLDER_SECRET not in ENV_EXAMPLE.read_text()
     # Nothing is set by copying it: the embedded default stays the default.
     active = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
     assert not active, f".env.example sets values when copied to .env: {active}"

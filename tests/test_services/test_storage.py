@@ -50,7 +50,7 @@ def _s3_settings(endpoint: str) -> Settings:
         s3_secret_key=SECRET_KEY,
         s3_bucket=f"storage-test-{uuid.uuid4().hex[:12]}",
         s3_create_bucket=True,
-        jwt_secret_key="storage-test-jwt-secret",
+        jwt_secret_key="storage-test-jwt-secret-at-least-32-bytes",
     )
 
 
