@@ -88,19 +88,25 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+async def count_rate_limit(request: Request, bucket: str, cost: int = 1) -> None:
+    """Count ``cost`` units of ``bucket`` per user (token subject) or per client IP (a batch
+    route counts its number of jobs)."""
+    limiter: RateLimiter = request.app.state.rate_limiter
+    identity = f"ip:{client_ip(request)}"
+    auth = request.headers.get("authorization", "")
+    if bucket != "auth" and auth.lower().startswith("bearer "):
+        try:
+            claims = auth_service.decode_token(auth[7:], "access", request.app.state.settings)
+            identity = f"user:{claims['sub']}"
+        except NotAuthenticated:
+            pass
+    await limiter.hit(bucket, identity, cost=cost)
+
+
 def rate_limit(bucket: str) -> Callable[[Request], Awaitable[None]]:
-    """Count the request in ``bucket`` per user (token subject) or per client IP."""
+    """A dependency counting the request once in ``bucket`` (see :func:`count_rate_limit`)."""
 
     async def _limit(request: Request) -> None:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        identity = f"ip:{client_ip(request)}"
-        auth = request.headers.get("authorization", "")
-        if bucket != "auth" and auth.lower().startswith("bearer "):
-            try:
-                claims = auth_service.decode_token(auth[7:], "access", request.app.state.settings)
-                identity = f"user:{claims['sub']}"
-            except NotAuthenticated:
-                pass
-        await limiter.hit(bucket, identity)
+        await count_rate_limit(request, bucket)
 
     return _limit

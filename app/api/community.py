@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from app.dependencies import CurrentUser, OptionalUser, SessionDep
-from app.schemas.common import Page
+from app.schemas.common import Page, Text
 from app.schemas.community import CommentIn, CommentOut, RatingIn, RatingOut
 from app.services import community_service
 
@@ -22,7 +22,7 @@ async def list_comments(
     session: SessionDep,
     user: OptionalUser,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
+    cursor: Text | None = None,
 ) -> Page[CommentOut]:
     """(public) The comments of a public or unlisted style (or of the caller's own), oldest
     first. Bodies are plain text, returned verbatim: display them as text, never as HTML."""

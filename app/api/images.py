@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 
 from app.dependencies import CurrentUser, SessionDep, SettingsDep, StorageDep
 from app.errors import error_body
-from app.schemas.common import ErrorResponse, Page
+from app.schemas.common import ErrorResponse, Page, Text
 from app.schemas.image import ImageOut, UploadRequest, UploadResponse
 from app.services import image_service
 
@@ -93,7 +93,7 @@ async def list_images(
     storage: StorageDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: str | None = None,
+    cursor: Text | None = None,
 ) -> Any:
     """The caller's images, newest first."""
     images, next_cursor = await image_service.list_images(session, user, limit=limit, cursor=cursor)

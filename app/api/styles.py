@@ -23,7 +23,17 @@ from fastapi import (
     UploadFile,
     status,
 )
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.exceptions import RequestValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from app.dependencies import (
     CurrentUser,
@@ -31,11 +41,12 @@ from app.dependencies import (
     SessionDep,
     SettingsDep,
     StorageDep,
+    count_rate_limit,
     rate_limit,
 )
 from app.errors import NotAuthenticated, PayloadTooLarge
 from app.models import StyleModelKind, Visibility
-from app.schemas.common import ErrorResponse, Page
+from app.schemas.common import ErrorResponse, Page, Text, TextJSON
 from app.schemas.job import JobOut
 from app.schemas.style import StyleOut
 from app.services import gallery_service, style_service
@@ -49,15 +60,22 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-Tag = Annotated[str, Field(min_length=1, max_length=style_service.MAX_TAG_LENGTH)]
+# Every string is a `Text` (no NUL); one place for each kind of field's limits.
+StyleName = Annotated[Text, StringConstraints(min_length=1, max_length=100)]
+StyleDescription = Annotated[Text, StringConstraints(max_length=5000)]
+Tag = Annotated[Text, StringConstraints(min_length=1, max_length=style_service.MAX_TAG_LENGTH)]
+TagFilter = Annotated[Text, StringConstraints(max_length=style_service.MAX_TAG_LENGTH)]
+SearchText = Annotated[Text, StringConstraints(max_length=200)]
+Owner = Annotated[Text, StringConstraints(max_length=50)]
+Cursor = Annotated[Text, StringConstraints(max_length=1000)]
 
 
 # ---- request bodies -------------------------------------------------------------------------
 class StyleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, examples=["Golden hour"])
-    description: str = Field("", max_length=5000)
+    name: StyleName = Field(examples=["Golden hour"])
+    description: StyleDescription = ""
     tags: list[Tag] = Field(default_factory=list, max_length=style_service.MAX_TAGS)
     visibility: Visibility = Visibility.private
 
@@ -72,8 +90,8 @@ class StyleCreate(BaseModel):
 class StylePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=100)
-    description: str | None = Field(None, max_length=5000)
+    name: StyleName | None = None
+    description: StyleDescription | None = None
     tags: list[Tag] | None = Field(None, max_length=style_service.MAX_TAGS)
     visibility: Visibility | None = None
 
@@ -102,7 +120,7 @@ class LearnRequest(BaseModel):
     model: Literal["dlut", "nilut", "adaptive_3dlut"] = "dlut"
     pairs: list[PairIn] = Field(default_factory=list, max_length=1000)
     reference_image_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
-    options: dict[str, Any] = Field(
+    options: dict[Text, TextJSON] = Field(
         default_factory=dict,
         description='model-specific knobs (see app/ml), e.g. {"lut_size": 33}; unknown keys '
         "are ignored. time_budget_s caps the learning time (never above the server's budget).",
@@ -135,7 +153,11 @@ class ApplyRequest(BaseModel):
 
     image_id: uuid.UUID | None = None
     image_ids: list[uuid.UUID] | None = Field(
-        None, min_length=1, max_length=100, description="batch form: one job per image"
+        None,
+        min_length=1,
+        max_length=100,
+        description="batch form: one job per distinct image (a repeated id counts once); the "
+        "batch counts as that many job submissions against the rate limit",
     )
     strength: float = Field(1.0, ge=0.0, le=1.0)
     format: Literal["jpeg", "png", "webp"] | None = Field(
@@ -185,18 +207,16 @@ async def list_styles(
     user: OptionalUser,
     session: SessionDep,
     storage: StorageDep,
-    q: Annotated[
-        str | None, Query(max_length=200, description="name/description/tag search")
-    ] = None,
-    tag: Annotated[str | None, Query(max_length=style_service.MAX_TAG_LENGTH)] = None,
+    q: Annotated[SearchText | None, Query(description="name/description/tag search")] = None,
+    tag: Annotated[TagFilter | None, Query()] = None,
     owner: Annotated[
-        str | None,
-        Query(max_length=50, description="me: only the caller's styles; a username: theirs"),
+        Owner | None,
+        Query(description="me: only the caller's styles; a username: theirs"),
     ] = None,
     model: StyleModelKind | None = None,
     sort: Literal["newest", "top_rated", "most_used"] = "newest",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Annotated[Cursor | None, Query()] = None,
 ) -> dict[str, Any]:
     """(public) Public styles, plus the caller's own when authenticated (newest first unless
     ``sort`` says otherwise)."""
@@ -231,11 +251,11 @@ async def import_style(
     storage: StorageDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="an Adobe/Resolve .cube 3D LUT")],
-    name: Annotated[str, Form(min_length=1, max_length=100)],
-    description: Annotated[str, Form(max_length=5000)] = "",
+    name: Annotated[StyleName, Form()],
+    description: Annotated[StyleDescription, Form()] = "",
     visibility: Annotated[Visibility, Form()] = Visibility.private,
     tags: Annotated[
-        list[str], Form(description="repeat the field or separate tags with commas")
+        list[Text], Form(description="repeat the field or separate tags with commas")
     ] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> StyleOut:
     """Import a ``.cube`` file as a ``ready`` style (model ``imported``); a malformed file is a
@@ -255,13 +275,26 @@ async def import_style(
         storage,
         settings,
         data=data,
-        filename=file.filename,
+        filename=_upload_filename(file),
         name=name,
         description=description,
         tags=split_tags,
         visibility=visibility,
     )
     return style_out(style, user, storage)
+
+
+_TEXT = TypeAdapter(Text)
+
+
+def _upload_filename(file: UploadFile) -> str:
+    """The uploaded file's name, checked like every other string (it is kept in the style's
+    metadata): a NUL in it is a 422 ``validation_error`` on ``body.file.filename``."""
+    try:
+        return _TEXT.validate_python(file.filename or "")
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", "file", "filename")} for err in exc.errors()]
+        raise RequestValidationError(errors) from exc
 
 
 @router.get("/{style_id}", response_model=StyleOut, responses=_errors(404))
@@ -335,16 +368,23 @@ async def learn_style(
     status_code=status.HTTP_202_ACCEPTED,
     responses=_errors(401, 404, 409, 422, 429),
     response_model=JobOut | ApplyBatchOut,
-    dependencies=job_limit,
 )
 async def apply_style(
-    style_id: uuid.UUID, data: ApplyRequest, user: CurrentUser, session: SessionDep
+    request: Request,
+    style_id: uuid.UUID,
+    data: ApplyRequest,
+    user: CurrentUser,
+    session: SessionDep,
 ) -> Any:
     """Apply the style to one of the caller's images at full resolution (``image_id`` -> a job),
-    or to up to 100 (``image_ids`` -> ``{jobs: [...]}``). Result:
-    ``{result_url, width, height, format}``."""
+    or to up to 100 (``image_ids`` -> ``{jobs: [...]}``, one job per distinct image, in the
+    order given). Result: ``{result_url, width, height, format}``.
+
+    Each job counts against the job-submission rate limit: a batch larger than what is left of
+    the window is a 429 (``Retry-After``) and queues nothing."""
     single = data.image_id is not None
     image_ids = [data.image_id] if data.image_id is not None else list(data.image_ids or [])
+    await count_rate_limit(request, "jobs", cost=len(set(image_ids)))
     jobs = await style_service.submit_apply(
         session,
         style_id,

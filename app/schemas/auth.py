@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
-from app.schemas.common import ORMModel
+from app.schemas.common import ORMModel, Text
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,50}$")
 BCRYPT_MAX_BYTES = 72
@@ -14,8 +14,8 @@ BCRYPT_MAX_BYTES = 72
 
 class RegisterRequest(BaseModel):
     email: EmailStr
-    username: str = Field(min_length=3, max_length=50, examples=["ansel"])
-    password: str = Field(min_length=8, examples=["correct horse battery"])
+    username: Text = Field(min_length=3, max_length=50, examples=["ansel"])
+    password: Text = Field(min_length=8, examples=["correct horse battery"])
 
     @field_validator("username")
     @classmethod
@@ -34,11 +34,11 @@ class RegisterRequest(BaseModel):
 
 class LoginRequest(BaseModel):
     email: EmailStr
-    password: str = Field(min_length=1, max_length=1024)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class RefreshRequest(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=4096)
+    refresh_token: Text = Field(min_length=1, max_length=4096)
 
 
 class TokenPair(BaseModel):

@@ -2,7 +2,7 @@
 
 Comment bodies are plain text: trimmed at both ends, 1..2000 characters, stored and returned
 verbatim (a JSON string; nothing is rendered as HTML or escaped by the API: clients display it
-as text). NUL characters are refused (PostgreSQL text cannot hold them).
+as text). NUL characters are refused (:data:`app.schemas.common.Text`).
 """
 
 from __future__ import annotations
@@ -11,23 +11,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from app.schemas.auth import UserPublic
+from app.schemas.common import Text
 
 COMMENT_MAX_LENGTH = 2000
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 CommentBody = Annotated[
-    str,
+    Text,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=COMMENT_MAX_LENGTH),
-    AfterValidator(_no_nul),
     Field(
         description="Plain text, 1..2000 characters after trimming; returned verbatim.",
         examples=["Lovely warm tones, works great on my sunset shots."],

@@ -10,11 +10,12 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from app.models import ImageStatus
+from app.schemas.common import Text
 
 
 class UploadRequest(BaseModel):
-    filename: str = Field(min_length=1, max_length=255, examples=["IMG_0042.jpg"])
-    content_type: str = Field(
+    filename: Text = Field(min_length=1, max_length=255, examples=["IMG_0042.jpg"])
+    content_type: Text = Field(
         max_length=100,
         description="image/jpeg, image/png, image/webp, image/heic, image/heif or image/tiff "
         "(anything else: 415)",

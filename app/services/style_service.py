@@ -475,7 +475,8 @@ async def submit_apply(
     fmt: str | None,
     quality: int | None,
 ) -> list[Job]:
-    """Queue one apply job per image (the caller's confirmed images) with a visible style.
+    """Queue one apply job per distinct image (the caller's confirmed images; a repeated id
+    is applied once, in the order of its first occurrence) with a visible style.
 
     A style that is re-learning still has its previous model, so applying to it works.
     """
@@ -483,7 +484,11 @@ async def submit_apply(
     _require_model(style)
     images = await _load_images(session, image_ids)
     jobs = []
+    seen: set[uuid.UUID] = set()
     for i, image_id in enumerate(image_ids):
+        if image_id in seen:
+            continue
+        seen.add(image_id)
         name = field if len(image_ids) == 1 and field == "image_id" else f"{field}[{i}]"
         _check_image(images, image_id, user, name)
         params = {
