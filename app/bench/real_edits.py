@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from app.bench import exact_trilinear_u8, shared_data_dir
+from app.bench import exact_trilinear_u8, load_photo, shared_data_dir
 from app.ml.lut import LUT3D
 
 SIDE = 1024
@@ -261,18 +261,6 @@ def tetra_vs_trilinear_db(lut: LUT3D, img: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------
-def load_photo(path: Path, long_side: int = SIDE) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as raw:
-        im = ImageOps.exif_transpose(raw).convert("RGB")
-    if max(im.size) > long_side:
-        scale = long_side / max(im.size)
-        size = (round(im.width * scale), round(im.height * scale))
-        im = im.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(im)
-
-
 def _short(name: str) -> str:
     stem = name.rsplit(".", 1)[0]
     for long, brief in (("StLouisArchMultExpEV", "StL"), ("UNIS_EV", "UNIS"), ("ultrahdr_", "")):
