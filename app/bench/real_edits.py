@@ -269,11 +269,14 @@ def _short(name: str) -> str:
 
 
 def _models() -> list[str]:
-    from app.ml import learn
+    from app.ml import LearnInputError, learn_style
 
     names = ["dlut", "nilut", "adaptive_3dlut", "transfer"]
-    if "auto" in getattr(learn, "MODELS", ()):
-        names.append("auto")
+    try:  # no images: a learner that knows "auto" complains about the images, not the name
+        learn_style("auto")
+    except LearnInputError as exc:
+        if "unknown model" not in str(exc):
+            names.append("auto")
     return names
 
 
@@ -412,9 +415,9 @@ def run(
                 row.ho_ratio = f"{ho / row.de_mean:.2f}{mark}"
             row.learn_s = took
             label = model
-            chosen = result.metrics.get("chosen") or result.metrics.get("choice")
-            if model == "auto" and chosen:
-                label = f"auto>{chosen}"[:15]
+            auto = result.metrics.get("auto")
+            if model == "auto" and isinstance(auto, dict) and auto.get("chosen"):
+                label = f"auto>{auto['chosen']}"[:15]
             _print_row(label, row)
 
         short = [_short(n) for n in names]
