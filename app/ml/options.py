@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.ml.base import LearnInputError
 
@@ -37,6 +37,7 @@ __all__ = [
     "OPTION_MODELS",
     "AdaptiveOptions",
     "AutoLearnOptions",
+    "DLUTFitOptions",
     "DLUTLearnOptions",
     "LearnOptions",
     "NILUTOptions",
@@ -50,27 +51,28 @@ Candidate = Literal["dlut", "adaptive_3dlut", "nilut"]
 #: the models ``auto`` may try, in the order it tries them.
 AUTO_CANDIDATES: tuple[Candidate, ...] = ("dlut", "adaptive_3dlut", "nilut")
 
-_Seed = Field(0, ge=0, le=2**31 - 1)
-_MaxPixels = Field(ge=1000, le=4_000_000)
 _Threads = Field(None, ge=1, le=256)
+_Weight = Field(ge=0, le=1e6)
 
 
-class LearnOptions(BaseModel):
-    """Options every model takes; :func:`app.ml.learn_style` reads them itself."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+
+class LearnOptions(_Strict):
+    """Options every model takes; :func:`app.ml.learn_style` reads them itself."""
 
     working_size: int = Field(
         1200, ge=64, le=4096, description="long side (pixels) the images are learned at"
     )
-    seed: int = _Seed
+    seed: int = Field(0, ge=0, le=2**31 - 1)
     time_budget_s: float = Field(
         300.0, gt=0, le=3600, description="learning time cap (never above the server's)"
     )
 
 
-class DLUTLearnOptions(LearnOptions):
-    """:class:`app.ml.dlut.DLUTOptions` (learning from pairs with ``dlut``)."""
+class DLUTFitOptions(_Strict):
+    """:class:`app.ml.dlut.DLUTOptions` (documented there)."""
 
     lut_size: int = Field(33, ge=2, le=65)
     coarse_size: int = Field(17, ge=0, le=65, description="0 disables the coarse pass")
@@ -83,8 +85,23 @@ class DLUTLearnOptions(LearnOptions):
     identity_weight: float = Field(0.0, ge=0, le=1e6)
     balance: float = Field(0.5, ge=0, le=2)
     balance_size: int = Field(17, ge=2, le=65)
+    prior: Literal["curves", "none"] = "curves"
+    prior_knots: int = Field(17, ge=2, le=65)
+    prior_smoothness: float = Field(1e-3, ge=0, le=1e6)
+    prior_weight: float = Field(0.0, ge=0, le=1e6)
+    prior_mass: float = Field(1.0, ge=0, le=1e6)
+    robust: float = Field(0.0, ge=0, le=1)
+    max_gain: float = Field(0.0, ge=0, le=1e3)
+    gain_weight: float = Field(10.0, ge=0, le=1e6)
+    bound_weight: float = Field(10.0, ge=0, le=1e6)
+    refine_passes: int = Field(4, ge=0, le=50)
     max_iters: int = Field(1500, ge=1, le=100_000)
     tol: float = Field(1e-6, gt=0, lt=1)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class DLUTLearnOptions(LearnOptions, DLUTFitOptions):
+    """Learning from pairs with ``dlut``: the learn-level options and :class:`DLUTFitOptions`."""
 
 
 class NILUTOptions(LearnOptions):
@@ -92,6 +109,7 @@ class NILUTOptions(LearnOptions):
 
     hidden: int = Field(128, ge=4, le=1024)
     layers: int = Field(2, ge=1, le=16)
+    residual: bool = True
     lr: float = Field(3e-3, gt=0, le=1)
     schedule: Literal["cosine", "constant"] = "cosine"
     steps: int = Field(20_000, ge=1, le=10_000_000)
@@ -104,26 +122,45 @@ class NILUTOptions(LearnOptions):
 
 class AdaptiveOptions(LearnOptions):
     """The options of :func:`app.ml.adaptive_3dlut.fit` (its module docstring). ``init_weights``
-    is a directory on the server: the API refuses it (the server sets it)."""
+    is a directory on the server: the API refuses it (the server sets it). Defaults marked
+    "init" depend on whether ``init_weights`` is given (None here = the model decides)."""
 
     init_weights: str | None = None
-    train_classifier: Literal["head", "all", "none"] | None = None
+    train_classifier: Literal["all", "head", "last", "none"] | None = None  # init: last, else all
+    train_luts: bool | None = None  # init: False, else True
+    select: Literal["auto", "initial", "identity", "global", "fine_tuned"] = "auto"
+    folds: int = Field(4, ge=1, le=16)
+    select_fraction: float = Field(0.6, ge=0.1, le=0.9)
+    post_lut_size: int | None = Field(None, ge=0, le=65)  # init: 17, else 0 (off)
     lr: float = Field(5e-3, gt=0, le=1)
     lr_classifier: float | None = Field(None, gt=0, le=1)
+    lr_post: float = Field(5e-3, gt=0, le=1)
     steps: int = Field(100_000, ge=1, le=10_000_000)
     work_size: int = Field(384, ge=32, le=2048)
-    pixels_per_image: int = Field(8192, ge=16, le=1_000_000)
-    max_pixels: int = Field(250_000, ge=1000, le=4_000_000)
+    pixels_per_image: int = Field(4096, ge=16, le=1_000_000)
+    max_pixels: int = Field(50_000, ge=1000, le=4_000_000)
     batch_images: int = Field(4, ge=1, le=64)
-    pool_views: int = Field(32, ge=1, le=1024)
+    pool_views: int = Field(4, ge=1, le=1024)
     smooth: float = Field(1e-4, ge=0, le=1e3)
     monotonicity: float = Field(10.0, ge=0, le=1e6)
     weight_reg: float = Field(1e-4, ge=0, le=1e3)
+    l2sp: float | None = Field(None, ge=0, le=1e6)  # init: 1e-2, else 0
+    post_smooth: float = Field(1e-2, ge=0, le=1e6)
+    post_l2: float = Field(1e-3, ge=0, le=1e6)
+    post_ridge: float = Field(1e-3, ge=0, le=1e6)
+    global_options: DLUTFitOptions | None = None
     jitter: float = Field(0.0, ge=0, le=1)
     wb_jitter: float = Field(0.0, ge=0, le=1)
     min_crop: float = Field(0.6, ge=0.05, le=1)
     flip: bool = True
     num_threads: int | None = _Threads
+
+    @field_validator("post_lut_size")
+    @classmethod
+    def _post_size(cls, v: int | None) -> int | None:
+        if v == 1:
+            raise ValueError("post_lut_size must be 0 (off) or 2..65")
+        return v
 
 
 class TransferLearnOptions(LearnOptions):
