@@ -154,6 +154,7 @@ class AdaptiveOptions(LearnOptions):
     min_crop: float = Field(0.6, ge=0.05, le=1)
     flip: bool = True
     num_threads: int | None = _Threads
+    max_seconds: float = Field(45.0, gt=0, le=3600, description="the fit's own time cap")
 
     @field_validator("post_lut_size")
     @classmethod
