@@ -224,26 +224,26 @@ def validate_options(
     """Check ``options`` against the model's options model and return the given keys (typed);
     raise :class:`OptionsError` naming the first bad field."""
     cls = options_model(model, paired=paired)
+    kind = "transfer (references only)" if cls is TransferLearnOptions else model
     if options is not None and not isinstance(options, dict):
-        raise OptionsError(model, "", "options must be an object", [])
+        raise OptionsError(kind, "", "options must be an object", [])
     try:
         parsed = cls.model_validate(dict(options or {}))
     except ValidationError as exc:
         errors = [
             {
                 "field": ".".join(str(p) for p in err.get("loc", ())),
-                "message": _message(err),
+                "message": _message(err, kind),
                 "type": err.get("type", ""),
             }
             for err in exc.errors(include_url=False)
         ]
         first = errors[0] if errors else {"field": "", "message": "invalid options"}
-        kind = "transfer (references only)" if cls is TransferLearnOptions else model
         raise OptionsError(kind, first["field"], first["message"], errors) from None
     return parsed.model_dump(exclude_unset=True)
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, kind: str) -> str:
     if err.get("type") == "extra_forbidden":
-        return "not an option of this model"
+        return f"not an option of {kind}"
     return str(err.get("msg", "invalid"))
