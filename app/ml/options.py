@@ -95,8 +95,8 @@ class DLUTFitOptions(_Strict):
     gain_weight: float = Field(10.0, ge=0, le=1e6)
     bound_weight: float = Field(10.0, ge=0, le=1e6)
     refine_passes: int = Field(4, ge=0, le=50)
-    max_iters: int = Field(1500, ge=1, le=100_000)
-    tol: float = Field(1e-6, gt=0, lt=1)
+    max_iters: int = Field(1500, ge=1, le=10_000_000)
+    tol: float = Field(1e-6, ge=0, lt=1)  # 0: run to max_iters (or the time budget)
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 

@@ -115,8 +115,9 @@ async def test_learned_style_is_ready_with_good_held_out_metrics(learned: Learne
     assert style["error"] is None
     metrics = style["metrics"]
     assert metrics is not None
-    assert metrics["delta_e2000_mean"] < 1.0, metrics
-    assert metrics["psnr"] > 35, metrics
+    assert metrics["holdout"]["delta_e2000_mean"] < 1.0, metrics  # on the photo each fold left out
+    assert metrics["holdout"]["psnr"] > 35, metrics
+    assert metrics["fit"]["delta_e2000_mean"] < 1.0, metrics
     assert learned.job["progress"] == 100
     assert learned.job["result"]["metrics"] == metrics
     preview = await fetch_url(learned.client, style["preview_url"])

@@ -99,7 +99,9 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         graded = np.asarray(im.convert("RGB")).astype(np.int64)
     decoded, _ = load_image(src, apply_orientation=False)
     expected = quantize(reference_trilinear(look().table, decoded / 255.0))
-    assert np.abs(graded - expected).mean() < 3.0  # JPEG re-encoding + learned vs true look
+    # JPEG re-encoding + learned vs true look (at the strength chosen on held-out photos: two
+    # small photos with different palettes each teach little about the other, so below 1)
+    assert np.abs(graded - expected).mean() < 4.0
 
     dst_half = tmp_path / "half.png"
     assert main(["apply", "--style", str(cube), str(src), str(dst_half), "--strength", "0.0"]) == 0
