@@ -118,6 +118,13 @@ class NILUTOptions(LearnOptions):
     max_samples: int = Field(2_000_000, ge=1000, le=10_000_000)
     num_threads: int | None = _Threads
     apply_size: int = Field(65, ge=2, le=129)
+    zero_init: bool = True
+    prior_weight: float = Field(0.1, ge=0, le=1e6)
+    prior_ridge: float = Field(1e-3, ge=0, le=1e6)
+    select: Literal["auto", "identity", "fine_tuned"] = "auto"  # app.ml.nilut.CANDIDATES
+    folds: int = Field(4, ge=1, le=16)
+    select_fraction: float = Field(0.75, ge=0.05, le=1)
+    max_seconds: float = Field(45.0, gt=0, le=3600, description="the fit's own time cap")
 
 
 class AdaptiveOptions(LearnOptions):
@@ -128,7 +135,7 @@ class AdaptiveOptions(LearnOptions):
     init_weights: str | None = None
     train_classifier: Literal["all", "head", "last", "none"] | None = None  # init: last, else all
     train_luts: bool | None = None  # init: False, else True
-    select: Literal["auto", "initial", "identity", "global", "fine_tuned"] = "auto"
+    select: Literal["auto", "initial", "identity", "global", "fine_tuned"] = "auto"  # CANDIDATES
     folds: int = Field(4, ge=1, le=16)
     select_fraction: float = Field(0.6, ge=0.1, le=0.9)
     post_lut_size: int | None = Field(None, ge=0, le=65)  # init: 17, else 0 (off)

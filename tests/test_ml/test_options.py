@@ -159,3 +159,16 @@ def test_every_model_forbids_extras_and_non_finite_numbers() -> None:
         assert cls.model_config.get("extra") == "forbid"
         assert cls.model_config.get("allow_inf_nan") is False
         assert cls.model_config.get("strict") is True
+
+
+@pytest.mark.parametrize(
+    ("module", "model"),
+    [("app.ml.nilut", NILUTOptions), ("app.ml.adaptive_3dlut", AdaptiveOptions)],
+)
+def test_select_choices_follow_the_models_candidates(module: str, model: type) -> None:
+    import importlib
+    import typing
+
+    candidates = importlib.import_module(module).CANDIDATES
+    allowed = typing.get_args(model.model_fields["select"].annotation)
+    assert set(allowed) == {"auto", *candidates}
