@@ -47,7 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BEFORE", "AFTER"))
     p.add_argument("--reference", nargs="+", action="extend", default=[], metavar="IMG")
     p.add_argument("--init", dest="init_weights", metavar="WEIGHTS_DIR")
-    p.add_argument("--time-budget", type=float, default=300.0, metavar="S")
+    p.add_argument(
+        "--time-budget", type=float, default=None, metavar="S", help="whole learn (default 60 s)"
+    )
     p.add_argument("--option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", required=True, metavar="PATH", help="style directory, or a .cube file")

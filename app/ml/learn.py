@@ -19,9 +19,13 @@ identity, as ``apply(image, strength)`` does) that minimises the squared error; 
 keeps it (:func:`with_strength`: baked into a LUT style's table, else a :class:`StrengthStyle`),
 ``metrics["strength"]`` records it, and every holdout figure is measured at it.
 
-``auto`` fits the :data:`AUTO_CANDIDATES` within the budget (:data:`AUTO_TIME_BUDGET_S` by
-default), keeps the best by holdout ΔE00 (one pair: by held-out pixels) and records the choice
-and every candidate's score and time in ``metrics["auto"]``.
+Time: the whole learn (every fold, every candidate, the final fit) stays within one budget,
+:data:`DEFAULT_TIME_BUDGET_S` (60 s) unless the caller gives ``time_budget_s``; each fit is
+passed its share.
+
+``auto`` fits the :data:`AUTO_CANDIDATES` within the budget, keeps the best by holdout ΔE00
+(one pair: by held-out pixels) and records the choice and every candidate's score and time in
+``metrics["auto"]``.
 
 Model names: ``dlut`` (:mod:`app.ml.dlut`), ``nilut`` (:mod:`app.ml.nilut`), ``adaptive_3dlut``
 (:mod:`app.ml.adaptive_3dlut`), imported lazily through the :data:`fitters` registry (tests
@@ -67,7 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_CANDIDATES",
-    "AUTO_TIME_BUDGET_S",
+    "DEFAULT_TIME_BUDGET_S",
     "FORMAT_VERSION",
     "HOLDOUT_FOLDS",
     "MAX_ITEMS",
@@ -99,7 +103,7 @@ MIN_WORKING_SIZE = 64
 OOM_RETRIES = 3
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_FOLDS = 4  # k of the k-fold-by-photo holdout (k = min(4, pairs))
-AUTO_TIME_BUDGET_S = 60.0  # model "auto" in all, unless options["time_budget_s"] says otherwise
+DEFAULT_TIME_BUDGET_S = 60.0  # a whole learn (folds, candidates, final fit), any model
 HOLDOUT_TILE = 16
 METRIC_PIXELS = 200_000
 
@@ -617,7 +621,7 @@ def learn_style(
     references: Sequence[np.ndarray] = (),
     *,
     options: dict[str, Any] | None = None,
-    time_budget_s: float = 300,
+    time_budget_s: float | None = None,
     progress: ProgressFn | None = None,
     device: str | None = None,
     init_weights: str | Path | None = None,
@@ -625,12 +629,12 @@ def learn_style(
     """Learn a style from before/after ``pairs`` and/or ``references`` (HxWx3 uint8/uint16/float).
 
     ``model`` is one of :data:`MODELS` or ``"auto"`` (tries :data:`AUTO_CANDIDATES`, keeps the
-    best on held-out photos; at most :data:`AUTO_TIME_BUDGET_S` unless ``options`` sets
-    ``time_budget_s``). ``options`` are checked by :func:`app.ml.options.validate_options`
-    (an :class:`~app.ml.options.OptionsError`, a :class:`LearnInputError`, names a bad one);
-    the entry point itself reads ``working_size``, ``seed``, ``time_budget_s`` (caps
-    ``time_budget_s``) and, for ``auto``, ``candidates``. Raises :class:`LearnInputError` for
-    unusable inputs. The whole learn (folds and final fit) stays within ``time_budget_s``.
+    best on held-out photos). ``time_budget_s`` (default :data:`DEFAULT_TIME_BUDGET_S`) is the
+    time of the whole learn (folds, candidates, final fit); ``options["time_budget_s"]`` may
+    lower it. ``options`` are checked by :func:`app.ml.options.validate_options` (an
+    :class:`~app.ml.options.OptionsError`, a :class:`LearnInputError`, names a bad one); the
+    entry point itself reads ``working_size``, ``seed``, ``time_budget_s`` and, for ``auto``,
+    ``candidates``. Raises :class:`LearnInputError` for unusable inputs.
 
     Metrics: ``holdout`` (2+ pairs: k-fold by photo, the error on photos the fit did not see,
     else null with ``holdout_reason``), ``identity_holdout`` (doing nothing on the same photos),
@@ -669,10 +673,10 @@ def learn_style(
     opts = validate_options(
         model if pairs or model == "auto" else "transfer", options, paired=bool(pairs)
     )
+    if time_budget_s is None:
+        time_budget_s = DEFAULT_TIME_BUDGET_S
     if "time_budget_s" in opts:
         time_budget_s = min(time_budget_s, float(opts.pop("time_budget_s")))
-    elif model == "auto":
-        time_budget_s = min(time_budget_s, AUTO_TIME_BUDGET_S)
     if init_weights is not None:
         opts["init_weights"] = str(init_weights)
     seed = int(opts.get("seed", 0))

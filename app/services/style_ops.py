@@ -343,6 +343,7 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     registry), if any.
     """
     from app.ml import LearnInputError, dumps_cube, learn_style, save_style_bytes
+    from app.ml.learn import DEFAULT_TIME_BUDGET_S
     from app.ml.options import OptionsError, validate_options
 
     p = ctx.params
@@ -357,9 +358,12 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
         options = validate_options(model_name, p.get("options") or {}, paired=bool(p.get("pairs")))
     except OptionsError as exc:
         raise PermanentJobError(f"cannot learn with these options: {exc}") from exc
-    budget = ctx.settings.ml_learn_time_budget_seconds
-    if options.get("time_budget_s") is not None:  # a caller may ask for less, never for more
-        budget = min(budget, max(1.0, float(options["time_budget_s"])))
+    # the caller may ask for more or less than the default (one minute), never for more than
+    # the server's budget
+    budget = min(
+        ctx.settings.ml_learn_time_budget_seconds,
+        max(1.0, float(options.get("time_budget_s", DEFAULT_TIME_BUDGET_S))),
+    )
     long_side = min(MAX_LEARN_SIDE, max(64, int(options.get("working_size") or LEARN_SIDE)))
 
     ctx.progress(1, "loading images")

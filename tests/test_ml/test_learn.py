@@ -494,7 +494,7 @@ def test_auto_with_one_pair_judges_by_held_out_pixels(monkeypatch: pytest.Monkey
     assert result.metrics["holdout"] is None
 
 
-def test_auto_budget_defaults_to_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_learn_takes_a_minute_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     ends: list[float] = []
     real = learn.fitters["dlut"]
 
@@ -504,9 +504,13 @@ def test_auto_budget_defaults_to_a_minute(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setitem(learn.fitters, "dlut", dlut)
     start = time.perf_counter()
-    learn_style("auto", [pair(1), pair(2)], options={"candidates": ["dlut"]}, time_budget_s=300)
+    learn_style("auto", [pair(1), pair(2)], options={"candidates": ["dlut"]})
     assert ends
-    assert max(ends) <= start + learn.AUTO_TIME_BUDGET_S
+    assert max(ends) <= start + learn.DEFAULT_TIME_BUDGET_S
+    ends.clear()
+    start = time.perf_counter()
+    learn_style("dlut", [pair(1), pair(2)], options={"time_budget_s": 20})
+    assert max(ends) <= start + 20
 
 
 # -- options ---------------------------------------------------------------------------------------
