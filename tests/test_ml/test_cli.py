@@ -67,7 +67,8 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         == 0
     )
     out = capsys.readouterr().out
-    assert "holdout" in out and "delta_e2000_mean" in out
+    assert "holdout" in out
+    assert "delta_e2000_mean" in out
     assert "%]" in out
     assert (style_dir / "model.pt").is_file()
     assert (style_dir / "metadata.json").is_file()
