@@ -131,7 +131,7 @@ async def test_auto_is_the_default_model_and_learns(
     assert metrics["auto"]["chosen"] == learned["model"], metrics["auto"]
     assert learned["model"] in ("dlut", "nilut", "adaptive_3dlut")
     assert metrics["holdout"]["n_photos"] == 2
-    assert metrics["holdout"]["psnr"] >= metrics["identity_holdout"]["psnr"]
+    assert metrics["holdout"]["delta_e2000_mean"] <= metrics["identity_holdout"]["delta_e2000_mean"]
     assert "fit" in metrics
 
 

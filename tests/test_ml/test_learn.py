@@ -351,7 +351,7 @@ def test_holdout_is_measured_on_unseen_photos() -> None:
     full = m["holdout"]["delta_e2000_mean_full_strength"]
     assert full > 2 * m["fit"]["delta_e2000_mean"], m
     assert full > 2 * m["heldout_pixels"]["delta_e2000_mean"], m
-    assert m["holdout"]["delta_e2000_mean"] > m["fit"]["delta_e2000_mean"], m
+    assert m["holdout"]["delta_e2000_mean"] <= m["identity_holdout"]["delta_e2000_mean"], m
 
 
 def test_one_pair_has_no_holdout_and_says_why() -> None:
@@ -387,8 +387,9 @@ def test_strength_never_makes_the_holdout_worse_than_doing_nothing() -> None:
     result = learn_style("dlut", contrary_pairs(), options=FAST, time_budget_s=40)
     m = result.metrics
     holdout, identity = m["holdout"], m["identity_holdout"]
-    assert holdout["psnr_full_strength"] < identity["psnr"]  # the full style would harm ...
-    assert holdout["psnr"] >= identity["psnr"]  # ... the chosen strength does not
+    full = holdout["delta_e2000_mean_full_strength"]
+    assert full > identity["delta_e2000_mean"]  # the full style would harm ...
+    assert holdout["delta_e2000_mean"] <= identity["delta_e2000_mean"]  # ... this strength not
     assert m["strength"] < 0.5
     # the strength is baked into the style: full strength now is the fit at that strength
     assert result.model.info["strength"] == m["strength"]  # type: ignore[attr-defined]
@@ -408,14 +409,18 @@ def test_strength_stays_full_on_a_consistent_look() -> None:
     assert m["holdout"]["psnr"] > m["identity_holdout"]["psnr"] + 10
 
 
-def test_best_strength_is_least_squares_in_0_1() -> None:
+def test_best_strength_minimises_mean_delta_e_in_0_1() -> None:
     rng = np.random.default_rng(0)
-    before = rng.random((500, 3))
-    pred = before + rng.normal(0, 0.1, (500, 3))
+    before = rng.uniform(0.2, 0.8, (500, 3))
+    pred = np.clip(before + rng.normal(0, 0.1, (500, 3)), 0, 1)
     after = before + 0.3 * (pred - before)
-    assert learn.best_strength(before, pred, after) == pytest.approx(0.3, abs=0.002)
+    assert learn.best_strength(before, pred, after) == pytest.approx(0.3, abs=0.051)
     assert learn.best_strength(before, pred, before - (pred - before)) == 0.0
-    assert learn.best_strength(before, pred, pred + 2 * (pred - before)) == 1.0
+    assert learn.best_strength(before, pred, pred) == 1.0
+    # a few wild pixels (bad extrapolation) do not pull a style that fits the rest to nothing
+    wild = pred.copy()
+    wild[:10] = 1.0 - after[:10]
+    assert learn.best_strength(before, wild, pred) >= 0.9
 
 
 def test_strength_style_applies_saves_and_bakes_at_its_strength() -> None:
