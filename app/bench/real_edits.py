@@ -346,6 +346,20 @@ def _print_row(label: str, r: Row) -> None:
     )
 
 
+def _print_candidates(auto: dict[str, Any]) -> None:
+    """One line per candidate ``auto`` tried: its holdout ΔE00 mean (its own evidence) and time."""
+    for name, c in (auto.get("candidates") or {}).items():
+        if not isinstance(c, dict):
+            continue
+        if "error" in c:
+            print(f"  candidate {name}: failed ({c['error'][:80]})")
+            continue
+        de, sec = c.get("delta_e2000_mean"), c.get("seconds")
+        de_s = f"{de:.2f}" if isinstance(de, int | float) else "-"
+        sec_s = f"{sec:.1f} s" if isinstance(sec, int | float) else "-"
+        print(f"  candidate {name:<15} holdout dE00 {de_s:>6}  {sec_s}")
+
+
 def run(
     looks: Sequence[str] = LOOKS,
     seed: int = SEED,
@@ -419,6 +433,8 @@ def run(
             if model == "auto" and isinstance(auto, dict) and auto.get("chosen"):
                 label = f"auto>{auto['chosen']}"[:15]
             _print_row(label, row)
+            if model == "auto" and isinstance(auto, dict):
+                _print_candidates(auto)
 
         short = [_short(n) for n in names]
         print(f"\nlocal gain p99.9 of each style on every shared photo ({look_name}; * = train)")
