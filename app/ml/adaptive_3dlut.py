@@ -107,7 +107,7 @@ starts upstream's way: LUT 0 = identity, others zero, Xavier conv init, last bia
 ``train_classifier`` ("last" with ``init_weights``, else "all"; or "head", "none"),
 ``train_luts`` (False with ``init_weights``, else True), ``post_lut_size`` (17 with
 ``init_weights``, else 0 = none), ``l2sp`` (1e-2 with ``init_weights``, else 0),
-``post_smooth`` (1e-2), ``post_l2`` (1e-3), ``post_ridge`` (1e-3), ``lr_post`` (5e-3),
+``post_smooth`` (0.1), ``post_l2`` (1e-3), ``post_ridge`` (1e-3), ``lr_post`` (5e-3),
 ``global_options`` (dict passed to :func:`app.ml.dlut.fit`), ``lr`` (5e-3, basis LUTs),
 ``lr_classifier`` (5e-4 / 1e-4 all), ``steps`` (100000, an upper bound; the time budget
 usually ends first), ``work_size`` (384), ``pixels_per_image`` (4096), ``max_pixels`` (50000
@@ -615,7 +615,7 @@ class _Opts:
             mono=float(options.get("monotonicity", 10.0)),
             weight_reg=float(options.get("weight_reg", 1e-4)),
             l2sp=float(options.get("l2sp", 1e-2 if init else 0.0)),
-            post_smooth=float(options.get("post_smooth", 1e-2)),
+            post_smooth=float(options.get("post_smooth", 0.1)),
             post_l2=float(options.get("post_l2", 1e-3)),
             post_ridge=float(options.get("post_ridge", 1e-3)),
             global_options=dict(options.get("global_options") or {}),
@@ -1161,8 +1161,10 @@ def _select(
             break
         train = [i for i in usable if i != f]
         global_lut = None
-        # the global LUT in every fold, or in none (its mean must be over the same photos)
-        if j == 0 or scores["global"]:
+        # the global LUT in every fold, or in none (its mean must be over the same photos); not
+        # at all when the folds are short (a dlut fit takes 1-3 s here): the learning entry
+        # point's "auto" compares the dlut model itself
+        if (j == 0 and slot >= 3.0) or scores["global"]:
             if j == 0 or global_cost < 0.6 * slot:
                 t0 = time.monotonic()
                 global_lut = _fit_global(data, train, o, 0.4 * slot, dev, fold=True)
