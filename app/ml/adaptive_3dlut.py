@@ -109,10 +109,13 @@ starts upstream's way: LUT 0 = identity, others zero, Xavier conv init, last bia
 ``init_weights``, else 0 = none), ``l2sp`` (1e-2 with ``init_weights``, else 0),
 ``post_smooth`` (0.1), ``post_l2`` (1e-3), ``post_ridge`` (1e-3), ``lr_post`` (5e-3),
 ``global_options`` (dict passed to :func:`app.ml.dlut.fit`), ``lr`` (5e-3, basis LUTs),
-``lr_classifier`` (5e-4 / 1e-4 all), ``steps`` (100000, an upper bound; the time budget
-usually ends first), ``work_size`` (384), ``pixels_per_image`` (4096), ``max_pixels`` (50000
-sampled per image), ``batch_images`` (4), ``pool_views`` (4 per image), ``smooth`` (1e-4),
-``monotonicity`` (10.0), ``weight_reg`` (1e-4), ``jitter`` (0.0), ``wb_jitter`` (0.0),
+``lr_classifier`` (5e-4 / 1e-4 all), ``steps`` (60 Adam steps per fine-tune with
+``init_weights``: the same in every fold and in the final fit, and longer refinement fitted the
+training photos' own quirks -- held-out 17.46 -> 16.99 dB on the real-like benchmark; without
+``init_weights`` 100000, an upper bound the time budget usually ends first), ``work_size``
+(384), ``pixels_per_image`` (4096), ``max_pixels`` (50000 sampled per image),
+``batch_images`` (4), ``pool_views`` (4 per image), ``smooth`` (1e-4), ``monotonicity`` (10.0),
+``weight_reg`` (1e-4), ``jitter`` (0.0), ``wb_jitter`` (0.0),
 ``min_crop`` (0.6), ``flip`` (True), ``num_threads`` (1), ``seed`` (0).
 Building the view pool stops after 15 % of the time budget (at least one view per image).
 
@@ -606,7 +609,7 @@ class _Opts:
             pixels=max(16, int(options.get("pixels_per_image", 4096))),
             max_pixels=max(64, int(options.get("max_pixels", 50_000))),
             batch_images=max(1, int(options.get("batch_images", 4))),
-            steps=int(options.get("steps", 100_000)),
+            steps=int(options.get("steps", 60 if init else 100_000)),
             pool_views=max(1, int(options.get("pool_views", 4))),
             lr_luts=float(options.get("lr", 5e-3)),
             lr_cls=float(options.get("lr_classifier", 1e-4 if mode == "all" else 5e-4)),
