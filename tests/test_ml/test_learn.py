@@ -57,7 +57,7 @@ def test_learn_style_dlut_end_to_end() -> None:
     assert m["holdout"]["n_photos"] == m["holdout"]["n_folds"] == 2
     assert m["heldout_pixels"]["n_pixels"] > 0
     # one 48x64 photo per fold does not show every color of the other: the holdout says so
-    # (worse than the fit), the strength is cut back, and the result beats doing nothing
+    # (worse than the fit), and the strength kept still beats doing nothing
     holdout, identity = m["holdout"], m["identity_holdout"]
     assert holdout["delta_e2000_mean"] > m["fit"]["delta_e2000_mean"], m
     assert holdout["delta_e2000_mean"] < identity["delta_e2000_mean"], m
