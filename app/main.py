@@ -17,6 +17,7 @@ from app.request_context import RequestIdFilter, RequestIdMiddleware
 from app.schemas.common import ErrorResponse
 from app.services.ratelimit import RateLimiter
 from app.services.store import make_store
+from app.strict_json import RejectNonFiniteJSON
 
 API_PREFIX = "/api/v1"
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             429: {"model": ErrorResponse},
         },
     )
+    app.add_middleware(RejectNonFiniteJSON)  # inside RequestIdMiddleware: its 422 gets the id
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
         app.add_middleware(

@@ -1,7 +1,11 @@
 """Benchmarks run by ``make bench`` (``python -m app.bench [NAME ...]``).
 
 Each module in this package with a ``run() -> None`` function is one benchmark; it prints its own
-table. Benchmarks measure; they never assert timings.
+table. Benchmarks measure; they never assert timings. Modules are found by name (every module not
+starting with ``_``), so a new one is part of ``make bench`` as soon as it exists: ``lut_speed``,
+``cube_io``, ``ml_quality`` (LUT-made looks, 3 pairs and one pair), ``real_edits`` (retoucher-like
+pairs: shared look plus per-photo edits), ``nilut_quality``, ``adaptive_quality``, ``thumbnails``,
+``e2e_styles``, ``gallery``. Shared helpers live here.
 """
 
 from __future__ import annotations
@@ -28,6 +32,20 @@ def shared_data_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def load_photo(path: Path, long_side: int | None = None) -> np.ndarray:
+    """A photo as uint8 RGB, EXIF orientation applied, its long side reduced to ``long_side``
+    (Lanczos) when it is larger."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as raw:
+        im = ImageOps.exif_transpose(raw).convert("RGB")
+    if long_side and max(im.size) > long_side:
+        scale = long_side / max(im.size)
+        size = (round(im.width * scale), round(im.height * scale))
+        im = im.resize(size, Image.Resampling.LANCZOS)
+    return np.asarray(im)
 
 
 def free_port() -> int:

@@ -7,20 +7,22 @@ three large photos downscaled to a 1200 px long side (``TRAIN``). Scoring: PSNR 
 (mean, 95th percentile), averaged over the 5 other photos (``TEST``; the two other exposures of
 the UNIS bracket are left out because they show the same scene as a training photo).
 Rows: identity (no change), ``dlut``, and for comparison an unpaired ``transfer`` learned from the
-three "after" images alone. ``unseen`` is the share of a test photo's pixels whose 33^3 lattice
+three "after" images alone. The one-pair row: ``dlut`` learned from ONE pair (``ONE_PAIR``, the
+first training photo) and scored on the same test photos (``metrics["holdout"]`` is null then:
+no photo is left to hold out). ``unseen`` is the share of a test photo's pixels whose 33^3 lattice
 cell holds no training pixel: DESIGN.md found those colors dominate the error.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
-from app.bench import exact_trilinear_u8, shared_data_dir
+from app.bench import exact_trilinear_u8, load_photo, shared_data_dir
 
 TRAIN = ["tahoe-gps.jpg", "UNIS_EV0.jpg", "ultrahdr_sky.jpg"]
+ONE_PAIR = 0  # index into TRAIN of the one-pair row's photo
 TEST = [
     "astronaut.png",
     "coffee.png",
@@ -31,21 +33,19 @@ TEST = [
 LONG_SIDE = 1200
 
 
-def _load(path: Path, long_side: int | None = None) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as raw:
-        im = ImageOps.exif_transpose(raw).convert("RGB")
-    if long_side and max(im.size) > long_side:
-        scale = long_side / max(im.size)
-        size = (round(im.width * scale), round(im.height * scale))
-        im = im.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(im)
-
-
 def _cells(img: np.ndarray, n: int = 33) -> np.ndarray:
     idx = np.minimum((img.reshape(-1, 3).astype(np.int64) * (n - 1)) // 255, n - 2)
     return (idx[:, 0] * n + idx[:, 1]) * n + idx[:, 2]
+
+
+def _reported_de(metrics: dict[str, object]) -> str:
+    """The learner's own ΔE00 mean: ``metrics["holdout"]`` (whole photos held out) when present,
+    else the held-out pixels of the training photos (marked ``px``)."""
+    holdout = metrics.get("holdout")
+    if isinstance(holdout, dict) and holdout.get("delta_e2000_mean") is not None:
+        return f"{float(holdout['delta_e2000_mean']):.3f}"
+    value = metrics.get("delta_e2000_mean")
+    return f"{float(value):.3f}px" if isinstance(value, int | float) else "-"
 
 
 def _score(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
@@ -65,8 +65,8 @@ def run() -> None:
     from app.ml import learn_style
     from app.ml.cube_export import read_cube_file
 
-    train = [_load(photos / p, LONG_SIDE) for p in TRAIN]
-    test = [_load(photos / p) for p in TEST]
+    train = [load_photo(photos / p, LONG_SIDE) for p in TRAIN]
+    test = [load_photo(photos / p) for p in TEST]
     print(
         "train (3 pairs): "
         + ", ".join(f"{p} {t.shape[1]}x{t.shape[0]}" for p, t in zip(TRAIN, train, strict=True))
@@ -81,15 +81,17 @@ def run() -> None:
 
     header = (
         f"\n{'look':<26} {'identity PSNR/dE/p95':>22} {'dlut PSNR/dE/p95':>22} {'fit s':>6} "
-        f"{'held-out dE':>11} {'transfer dE':>11}"
+        f"{'held-out dE':>11} {'transfer dE':>11} {'1-pair dE/p95':>13} {'1-pair s':>8}"
     )
     print(header)
     totals: dict[str, list[tuple[float, float, float]]] = {
         "identity": [],
         "dlut": [],
         "transfer": [],
+        "dlut, 1 pair": [],
     }
     fit_times: list[float] = []
+    one_times: list[float] = []
     per_photo = np.zeros(len(TEST))
     cube_paths = sorted(luts.glob("*.cube"))
     for cube in cube_paths:
@@ -101,11 +103,16 @@ def run() -> None:
         fit_s = time.perf_counter() - start
         fit_times.append(fit_s)
         transfer = learn_style("dlut", references=[after for _, after in pairs], time_budget_s=60)
+        start = time.perf_counter()
+        one = learn_style("dlut", [pairs[ONE_PAIR]], time_budget_s=60)
+        one_s = time.perf_counter() - start
+        one_times.append(one_s)
         rows = {}
         for name, model in (
             ("identity", None),
             ("dlut", result.model),
             ("transfer", transfer.model),
+            ("dlut, 1 pair", one.model),
         ):
             scores = []
             for k, (img, truth) in enumerate(zip(test, truths, strict=True)):
@@ -116,21 +123,26 @@ def run() -> None:
             mean = tuple(float(v) for v in np.mean(scores, axis=0))
             totals[name].append(mean)  # type: ignore[arg-type]
             rows[name] = mean
-        ident, dl, tr = rows["identity"], rows["dlut"], rows["transfer"]
+        ident, dl, tr, op = rows["identity"], rows["dlut"], rows["transfer"], rows["dlut, 1 pair"]
         print(
             f"{cube.stem:<26} {ident[0]:6.2f}/{ident[1]:5.2f}/{ident[2]:5.2f}      "
             f"{dl[0]:6.2f}/{dl[1]:5.2f}/{dl[2]:5.2f}      {fit_s:6.1f} "
-            f"{result.metrics['delta_e2000_mean']:11.3f} {tr[1]:11.2f}"
+            f"{_reported_de(result.metrics):>11} {tr[1]:11.2f} "
+            f"{op[1]:6.2f}/{op[2]:6.2f} {one_s:8.1f}"
         )
     print("-" * len(header.strip()))
-    for name in ("identity", "dlut", "transfer"):
+    for name in ("identity", "dlut", "transfer", "dlut, 1 pair"):
         arr = np.array(totals[name])
         print(
-            f"mean over {len(arr)} looks, {name:<9} PSNR {arr[:, 0].mean():6.2f} dB  "
+            f"mean over {len(arr)} looks, {name:<12} PSNR {arr[:, 0].mean():6.2f} dB  "
             f"dE00 mean {arr[:, 1].mean():5.2f}  p95 {arr[:, 2].mean():5.2f}"
         )
     median_s, max_s = float(np.median(fit_times)), max(fit_times)
     print(f"dlut fit time (learn_style, 3 pairs): median {median_s:.1f} s, max {max_s:.1f} s")
+    print(
+        f"dlut fit time (learn_style, 1 pair, {TRAIN[ONE_PAIR]}): median "
+        f"{float(np.median(one_times)):.1f} s, max {max(one_times):.1f} s"
+    )
     print("dlut mean dE00 per test photo (averaged over looks):")
     for p, v in zip(TEST, per_photo, strict=True):
         print(f"  {p:<32} {v:5.2f}")

@@ -87,5 +87,5 @@ def run() -> None:
         )
         took = time.monotonic() - start
         lut = fitted.bake(fitted.apply_size)
-        name = f"fit H=128 L=2, budget {budget:.0f} s"
+        name = f"fit ({fitted.info.get('choice')}), budget {budget:.0f} s"
         row(name, fitted.apply(original), lut, took, str(fitted.info.get("steps")))

@@ -32,9 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from app.ml.lut import LUT3D
@@ -44,6 +43,11 @@ ProgressFn = Callable[[float, str], None]
 
 def no_progress(fraction: float, message: str) -> None:
     """A progress callback that ignores everything."""
+
+
+class LearnInputError(ValueError):
+    """The images, arguments or options given to :func:`app.ml.learn_style` cannot be learned
+    from: a bad input, never worth retrying (:class:`app.ml.options.OptionsError` is one)."""
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,13 @@
 project CLI, :mod:`app.cli`, calls it); each sets ``func`` to a handler ``(args) -> int``.
 ``python -m app.ml.cli ...`` runs them standalone through :func:`main`.
 
-* ``learn --model dlut|nilut|adaptive_3dlut --pair BEFORE AFTER [--pair ...] [--reference IMG ...]
+* ``learn --model dlut|nilut|adaptive_3dlut|auto --pair BEFORE AFTER [--pair ...]
+  [--reference IMG ...]
   [--init WEIGHTS_DIR] [--time-budget S] [--option KEY=VALUE ...] --out PATH``: PATH ending in
   ``.cube`` gets the baked 33^3 LUT, any other PATH becomes a style directory (``model.pt``,
-  ``metadata.json``, ``lut.cube``). Prints progress and the held-out metrics.
+  ``metadata.json``, ``lut.cube``). Prints progress, then the metrics: ``holdout`` (2+ pairs:
+  the error on photos each fold did not see) first, then doing nothing on them, the training
+  error and the strength kept. ``--option`` values are checked by :mod:`app.ml.options`.
 * ``apply --style STYLE IN OUT [--strength S] [--quality Q]``: STYLE is a ``.cube``, a style
   directory or a directory of published adaptive-3D-LUT weights. Full resolution; the ICC profile
   and EXIF (orientation included) are kept; OUT's extension picks the format.
@@ -40,14 +43,16 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def register(subparsers: Any) -> None:
     """Add ``learn``, ``apply`` and ``export`` to an argparse subparsers object."""
     p = subparsers.add_parser("learn", help="learn a style from before/after pairs or references")
-    p.add_argument("--model", default="dlut", choices=["dlut", "nilut", "adaptive_3dlut"])
+    p.add_argument("--model", default="dlut", choices=["dlut", "nilut", "adaptive_3dlut", "auto"])
     # every file name is parsed to a Path here: the loaders refuse a str (never a file name)
     p.add_argument(
         "--pair", nargs=2, type=Path, action="append", default=[], metavar=("BEFORE", "AFTER")
     )
     p.add_argument("--reference", nargs="+", type=Path, action="extend", default=[], metavar="IMG")
     p.add_argument("--init", dest="init_weights", type=Path, metavar="WEIGHTS_DIR")
-    p.add_argument("--time-budget", type=float, default=300.0, metavar="S")
+    p.add_argument(
+        "--time-budget", type=float, default=None, metavar="S", help="whole learn (default 60 s)"
+    )
     p.add_argument("--option", type=_parse_option, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--out", required=True, metavar="PATH", help="style directory, or a .cube file")
@@ -122,10 +127,22 @@ def cmd_learn(args: argparse.Namespace) -> int:
     else:
         result.save(out)
     _say(f"learned a {result.model.kind} style in {time.perf_counter() - start:.1f} s -> {out}")
-    for key in ("psnr", "delta_e2000_mean", "delta_e2000_p95", "n_holdout_pixels", "train_psnr"):
-        if key in result.metrics:
-            value = result.metrics[key]
-            _say(f"  {key:18s} {value:.3f}" if isinstance(value, float) else f"  {key:18s} {value}")
+    m = result.metrics
+    if m.get("holdout") is None and m.get("holdout_reason"):
+        _say(f"  holdout: none ({m['holdout_reason']})")
+    for group in ("holdout", "identity_holdout", "fit", "heldout_pixels"):
+        scores = m.get(group)
+        if isinstance(scores, dict):
+            line = ", ".join(
+                f"{k} {scores[k]:.3f}"
+                for k in ("psnr", "delta_e2000_mean", "delta_e2000_p95")
+                if isinstance(scores.get(k), float)
+            )
+            _say(f"  {group:17s} {line}")
+    if "strength" in m:
+        _say(f"  {'strength':17s} {m['strength']}")
+    if "auto" in m:
+        _say(f"  {'auto chose':17s} {m['auto']['chosen']} ({m['auto']['criterion']})")
     return 0
 
 

@@ -14,6 +14,7 @@
 * :func:`lattice`: the lattice colours of a LUT of any size, in ``table[r, g, b]`` order, for
   baking a per-colour model (NILUT) into a :class:`~app.ml.lut.LUT3D`.
 * :func:`to_float01`: uint8/uint16/float HxWx3 image -> float32 in [0, 1].
+* :class:`Adam`: a plain Adam optimizer (no ``torch._dynamo`` import; see its docstring).
 
 Example:
     >>> import torch
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,3 +130,45 @@ def to_float01(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.floating):
         return np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
     raise ValueError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float32")
+
+
+class Adam:
+    """Adam (Kingma & Ba, 2015) over parameter groups ``{"params": [...], "lr": float, ...}``.
+
+    Hand-written on purpose: constructing the first ``torch.optim`` optimizer in a process imports
+    ``torch._dynamo`` (measured 3-11 s on the shared 2-core machine), which a fit with a 10 s
+    budget cannot afford; the update itself is the textbook one (bias-corrected moments, no
+    weight decay, no amsgrad). Groups keep any extra keys (e.g. ``base_lr`` for a schedule).
+    """
+
+    def __init__(
+        self,
+        groups: list[dict[str, Any]],
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.param_groups = groups
+        self.betas = betas
+        self.eps = eps
+        self.t = 0
+        self.state: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1.0 - b1**self.t, 1.0 - b2**self.t
+        for group in self.param_groups:
+            lr = float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m, v = self.state.setdefault(id(p), (torch.zeros_like(p), torch.zeros_like(p)))
+                m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
+                p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-lr / c1)

@@ -328,6 +328,14 @@ def _image_row(ctx: JobContext, image_id: str, what: str) -> ImageRow:
     return row
 
 
+def _requested_kind(model_name: str) -> StyleModelKind:
+    """The style's model label when the learned kind has none (a references-only transfer):
+    the model asked for, and ``dlut`` (a LUT) for ``auto``."""
+    if model_name in StyleModelKind.__members__:
+        return StyleModelKind(model_name)
+    return StyleModelKind.dlut
+
+
 def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     """The ``learn_style`` job: load the images, learn, store, publish (see the module doc).
 
@@ -335,6 +343,8 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     registry), if any.
     """
     from app.ml import LearnInputError, dumps_cube, learn_style, save_style_bytes
+    from app.ml.learn import DEFAULT_TIME_BUDGET_S
+    from app.ml.options import OptionsError, validate_options
 
     p = ctx.params
     style_id = uuid.UUID(p["style_id"])
@@ -344,10 +354,16 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     style = _read_style(ctx, style_id)
     if style.model_version != version:
         raise PermanentJobError("superseded by a newer learn request")
-    options = dict(p.get("options") or {})
-    budget = ctx.settings.ml_learn_time_budget_seconds
-    if options.get("time_budget_s") is not None:  # a caller may ask for less, never for more
-        budget = min(budget, max(1.0, float(options.pop("time_budget_s"))))
+    try:  # the API checked them; a job queued by an older server may still carry bad ones
+        options = validate_options(model_name, p.get("options") or {}, paired=bool(p.get("pairs")))
+    except OptionsError as exc:
+        raise PermanentJobError(f"cannot learn with these options: {exc}") from exc
+    # the caller may ask for more or less than the default (one minute), never for more than
+    # the server's budget
+    budget = min(
+        ctx.settings.ml_learn_time_budget_seconds,
+        max(1.0, float(options.get("time_budget_s", DEFAULT_TIME_BUDGET_S))),
+    )
     long_side = min(MAX_LEARN_SIDE, max(64, int(options.get("working_size") or LEARN_SIDE)))
 
     ctx.progress(1, "loading images")
@@ -383,11 +399,13 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
             time_budget_s=budget,
             progress=_Progress(ctx, 5, 90),
             device=ctx.settings.ml_device,
-            init_weights=init_weights if model_name == "adaptive_3dlut" else None,
+            init_weights=init_weights if model_name in ("adaptive_3dlut", "auto") else None,
         )
+    except OptionsError as exc:
+        raise PermanentJobError(f"cannot learn with these options: {exc}") from exc
     except LearnInputError as exc:
         raise PermanentJobError(f"cannot learn from these images: {exc}") from exc
-    except ValueError as exc:  # a model option out of range (e.g. lut_size)
+    except ValueError as exc:  # a model option the options model lets through but a fit refuses
         raise PermanentJobError(f"cannot learn with these options: {exc}") from exc
     ctx.progress(90, "saving the model")
 
@@ -420,7 +438,7 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
         storage.put_bytes(keys["preview_key"], preview, "image/webp")
         written.append(keys["preview_key"])
         ctx.check_cancelled()
-        old = _publish(ctx, style_id, version, keys, metrics, kind or StyleModelKind(model_name))
+        old = _publish(ctx, style_id, version, keys, metrics, kind or _requested_kind(model_name))
     except BaseException:
         delete_keys(storage, written)
         raise

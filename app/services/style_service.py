@@ -34,6 +34,7 @@ from sqlalchemy.orm import joinedload
 
 from app.config import Settings
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from app.ml.options import OptionsError, validate_options
 from app.models import (
     Image,
     ImageStatus,
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 # Aspect ratios of a before/after pair may differ by rounding only (e.g. an export at another size).
 ASPECT_TOLERANCE = 0.01
-LEARNABLE_MODELS = (StyleModelKind.dlut, StyleModelKind.nilut, StyleModelKind.adaptive_3dlut)
+LEARNABLE_MODELS = ("auto", "dlut", "nilut", "adaptive_3dlut")
 EXPORT_SIZES = (17, 33, 65)
 MAX_TAGS = 20
 MAX_TAG_LENGTH = 40
@@ -336,7 +337,7 @@ async def submit_learn(
     user: User,
     settings: Settings,
     *,
-    model: StyleModelKind,
+    model: str,
     pairs: Sequence[PairIds],
     reference_image_ids: Sequence[uuid.UUID],
     options: dict[str, Any],
@@ -345,24 +346,38 @@ async def submit_learn(
 
     Every image must be the caller's and confirmed; a pair's images must have the same aspect
     ratio; at most ``settings.max_learn_items`` pairs and references together. Re-learning while
-    a learn job is still queued or running is a 409.
+    a learn job is still queued or running is a 409. ``options`` must fit the model's typed
+    options model (:func:`app.ml.options.validate_options`): a 422 naming the option, so the
+    worker never retries a job over a bad option. ``model`` ``auto`` is stored as asked; the
+    style's ``model`` becomes the kind the worker chose.
     """
     style = await get_owned_style(session, style_id, user)
+    model = str(model)
     if model not in LEARNABLE_MODELS:
-        raise _bad_item(f"model {model.value!r} cannot be learned", "invalid_model", "model")
+        raise _bad_item(f"model {model!r} cannot be learned", "invalid_model", "model")
     if not pairs and not reference_image_ids:
         raise _bad_item(
             "Give pairs and/or reference_image_ids (at least one image)",
             "no_training_images",
             "pairs",
         )
-    if model == StyleModelKind.adaptive_3dlut and not pairs:
+    if model == "adaptive_3dlut" and not pairs:
         raise _bad_item(
             "adaptive_3dlut learns from before/after pairs; learn reference images with dlut "
             "or nilut",
             "pairs_required",
             "pairs",
         )
+    try:
+        options = validate_options(model, options, paired=bool(pairs))
+    except OptionsError as exc:
+        raise _bad_item(
+            f"options.{exc.field}: {exc.message}" if exc.field else str(exc),
+            "invalid_option",
+            f"options.{exc.field}" if exc.field else "options",
+            model=exc.model,
+            errors=exc.errors,
+        ) from None
     total = len(pairs) + len(reference_image_ids)
     if total > settings.max_learn_items:
         raise _bad_item(
@@ -441,7 +456,7 @@ async def submit_learn(
     params = {
         "style_id": str(style.id),
         "model_version": version,
-        "model": model.value,
+        "model": model,
         "pairs": [
             {"before": str(p.before_image_id), "after": str(p.after_image_id)} for p in pairs
         ],

@@ -249,15 +249,13 @@ async def test_learn_validation_names_the_bad_item(client, user, other_user, set
         await learn({"model": "magic", "reference_image_ids": [a["id"]]}), 422, "validation_error"
     )
     _error(await learn({"pairs": [{"before_image_id": "nope"}]}), 422, "validation_error")
-    for options in (
-        {"init_weights": "/etc/passwd"},
-        {"working_size": 100_000},
-        {"max_pixels": 1e9},
-        {"time_budget_s": -1},
-    ):
+    body = {"pairs": [pair], "options": {"init_weights": "/etc/passwd"}}
+    err = _error(await learn(body), 422, "validation_error")
+    assert err["details"]["errors"][0]["field"] == "body.options"
+    for options in ({"working_size": 100_000}, {"max_pixels": 1e9}, {"time_budget_s": -1}):
         body = {"pairs": [pair], "options": options}
-        err = _error(await learn(body), 422, "validation_error")
-        assert err["details"]["errors"][0]["field"] == "body.options"
+        err = _error(await learn(body), 422, "invalid_option")
+        assert err["details"]["field"] == f"options.{next(iter(options))}"
     body = {"model": "adaptive_3dlut", "reference_image_ids": [a["id"]]}
     assert _error(await learn(body), 422, "pairs_required")["details"]["field"] == "pairs"
 

@@ -67,6 +67,7 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         == 0
     )
     out = capsys.readouterr().out
+    assert "holdout" in out
     assert "delta_e2000_mean" in out
     assert "%]" in out
     assert (style_dir / "model.pt").is_file()
@@ -98,8 +99,12 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
         assert im.getexif()[0x010F] == "TestCam"
         graded = np.asarray(im.convert("RGB")).astype(np.int64)
     decoded, _ = load_image(src, apply_orientation=False)
-    expected = quantize(reference_trilinear(look().table, decoded / 255.0))
-    assert np.abs(graded - expected).mean() < 3.0  # JPEG re-encoding + learned vs true look
+    # the style's own grading, up to JPEG re-encoding (how close the learned look is to the true
+    # one depends on the strength learn chose on held-out photos: tests of app.ml.learn)
+    from app.ml.learn import load_style
+
+    expected = load_style(style_dir).apply(decoded).astype(np.int64)
+    assert np.abs(graded - expected).mean() < 3.0
 
     dst_half = tmp_path / "half.png"
     assert main(["apply", "--style", str(cube), str(src), str(dst_half), "--strength", "0.0"]) == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.bench import shared_data_dir
 from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D
 from app.ml.metrics import psnr
@@ -38,6 +41,17 @@ def _pair(look, seed: int = 0, size: int = 96) -> TrainingPair:  # type: ignore[
     before = rng.random((size, size, 3), dtype=np.float32)
     holdout = rng.random((size, size)) < 0.2
     return TrainingPair(before, look(before), holdout)
+
+
+@pytest.fixture(scope="module")
+def shared_data() -> Path:
+    """``../shared/data``; absent, it skips here and fails the run under ``CI=true``."""
+    path = shared_data_dir()
+    if not (path / "models" / "nilut" / "nilutx3style.pt").is_file():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: the shared data {path} must be present")
+        pytest.skip(f"shared data {path} is absent")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +212,61 @@ def test_runs_on_cuda() -> None:
                 device=torch.device("cuda"))  # fmt: skip
     assert model.device.type == "cuda"
     assert model.apply(pair.before).shape == pair.before.shape
+
+
+def _photos(n: int, edit, seed: int = 0, size: int = 40) -> list[TrainingPair]:  # type: ignore[no-untyped-def]
+    """Small smooth 'photos' with different colour casts, edited by ``edit(i, before)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    pairs = []
+    for i in range(n):
+        cast = rng.uniform(0.3, 0.9, 3)
+        before = np.stack([xx * cast[0], yy * cast[1], (0.3 + 0.6 * xx * yy) * cast[2]], -1)
+        before = np.clip(before + 0.03 * rng.standard_normal(before.shape), 0, 1)
+        before = before.astype(np.float32)
+        holdout = np.zeros((size, size), bool)
+        holdout[::8, ::8] = True
+        pairs.append(TrainingPair(before, np.asarray(edit(i, before), np.float32), holdout))
+    return pairs
+
+
+def test_inconsistent_edits_never_end_below_no_change() -> None:
+    """Unrelated per-photo edits: the kept model scores at least as well as 'no change' on the
+    held-out photos (leave-one-photo-out), and the choice and scores survive saving."""
+    gains = np.random.default_rng(4).uniform(0.5, 1.6, (4, 3))
+    pairs = _photos(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
+    model = fit(pairs, options={**QUICK, "steps": 60}, time_budget_s=10.0)
+    scores = model.info["holdout_psnr"]
+    assert set(scores) == {"identity", "fine_tuned"}
+    assert "leave-one-photo-out" in model.info["selection"]
+    assert scores[model.info["choice"]] == max(scores.values())
+    assert scores[model.info["choice"]] >= scores["identity"]
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    buf.seek(0)
+    again = NILUTModel.from_state_dict(torch.load(buf, weights_only=True))
+    assert again.info["holdout_psnr"] == scores
+    assert again.info["choice"] == model.info["choice"]
+
+
+def test_identity_edits_keep_no_change() -> None:
+    pairs = _photos(3, lambda i, b: b)
+    model = fit(pairs, options={**QUICK, "steps": 40}, time_budget_s=10.0)
+    if model.info["choice"] == "identity":
+        x = pairs[0].before
+        assert np.array_equal(model.apply(x), np.clip(x, 0, 1))
+    assert (
+        model.info["holdout_psnr"][model.info["choice"]] >= model.info["holdout_psnr"]["identity"]
+    )
+
+
+def test_time_budget_is_respected_and_tables_stay_in_range() -> None:
+    # an edit that leaves [0, 1] if extrapolated linearly, with few colours seen
+    pairs = _photos(4, lambda i, b: np.clip(1.8 * b - 0.3, 0, 1), size=64)
+    start = time.monotonic()
+    model = fit(pairs, options={"num_threads": 1}, time_budget_s=2.0)
+    took = time.monotonic() - start
+    assert took < 8.0, (took, model.info)  # generous: the machine is shared; not a speed test
+    lut = model.bake(33)
+    assert lut.table.min() >= 0.0
+    assert lut.table.max() <= 1.0
