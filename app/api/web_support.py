@@ -81,7 +81,9 @@ async def get_style_lut(
     without a model yet is a 409 ``style_not_ready``."""
     style = await style_service.get_visible_style(session, style_id, user)
     if not style.lut_key:
-        raise Conflict("The style has no LUT yet; learn or import one first", code="style_not_ready")
+        raise Conflict(
+            "The style has no LUT yet: learn or import one first", code="style_not_ready"
+        )
     text = await to_thread.run_sync(storage.get_bytes, style.lut_key)
     out = await to_thread.run_sync(_lut_json, text)
     return {**out, "lut_key_version": style.lut_key}
@@ -91,7 +93,8 @@ def _result_name(result: dict[str, Any], key: str) -> str:
     query = parse_qs(urlsplit(str(result.get("result_url", ""))).query)
     name = (query.get("filename") or [""])[0]
     if not name:
-        found = re.search(r'filename="([^"]+)"', (query.get("response-content-disposition") or [""])[0])
+        disposition = (query.get("response-content-disposition") or [""])[0]
+        found = re.search(r'filename="([^"]+)"', disposition)
         name = found.group(1) if found else ""
     return os.path.basename(name) or os.path.basename(key)
 

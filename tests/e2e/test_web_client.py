@@ -13,6 +13,7 @@ folder, or ``PICFILTER_SCREENSHOTS_DIR``, e.g. ``docs/screenshots`` to refresh t
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -29,9 +30,9 @@ pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 AXE = HERE / "vendor" / "axe.min.js"
-SHARED_PHOTOS = Path(
-    os.environ.get("PICFILTER_SHARED_DATA", HERE.parents[2] / "shared" / "data")
-) / "photos"
+SHARED_PHOTOS = (
+    Path(os.environ.get("PICFILTER_SHARED_DATA", HERE.parents[2] / "shared" / "data")) / "photos"
+)
 PASSWORD = "e2e-passw0rd!"
 LOAD_BUDGET = 300 * 1024
 REPORT: dict[str, Any] = {}
@@ -140,7 +141,9 @@ class Session:
     def axe(self) -> list[dict[str, Any]]:
         if not self.page.evaluate("() => !!window.axe"):
             self.page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
-        result = self.page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+        result = self.page.evaluate(
+            "async () => await axe.run(document, {resultTypes: ['violations']})"
+        )
         return [
             {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
             for v in result["violations"]
@@ -171,7 +174,9 @@ def check_screen(s: Session, name: str, shots: Path, findings: dict[str, Any]) -
     for width in (1280, 375):
         s.page.set_viewport_size({"width": width, "height": 900})
         s.page.wait_for_timeout(200)
-        s.page.screenshot(path=str(shots / f"{name}-{width}.png"), full_page=True)
+        s.page.screenshot(
+            path=str(shots / f"{name}-{width}.jpg"), full_page=True, type="jpeg", quality=70
+        )
         findings[f"{name}@{width}"] = s.axe()
     s.page.set_viewport_size({"width": 1280, "height": 900})
 
@@ -213,7 +218,7 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
             document.querySelector('.drop').dispatchEvent(
                 new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
         }""",
-        [__import__("base64").b64encode(data).decode(), "street-copy.jpg"],
+        [base64.b64encode(data).decode(), "street-copy.jpg"],
     )
     page.locator(".upload.ok").nth(1).wait_for()
     page.locator(".tile", has_text="street-copy.jpg").wait_for()
@@ -233,8 +238,12 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     pairs = page.locator("li.pair")
     assert pairs.count() == 2
     chosen = [
-        [o.strip() for o in pairs.nth(i).locator("select").evaluate_all(
-            "els => els.map(e => e.selectedOptions[0].textContent)")]
+        [
+            o.strip()
+            for o in pairs.nth(i)
+            .locator("select")
+            .evaluate_all("els => els.map(e => e.selectedOptions[0].textContent)")
+        ]
         for i in range(2)
     ]
     assert sorted(chosen) == [["alps.jpg", "alps-edit.jpg"], ["dune.jpg", "dune_edit.jpg"]]
@@ -244,7 +253,8 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     page.locator(".progress-area progress").wait_for()
     page.get_by_role("link", name="Apply it to photos").wait_for(timeout=300_000)
     summary = page.locator(".summary").inner_text()
-    assert "ΔE" in summary and ("did not learn from" in summary or "held back" in summary)
+    assert "ΔE" in summary
+    assert "did not learn from" in summary or "held back" in summary
     check_screen(s, "teach-done", shots, findings)
 
     # Apply: preview in the browser at 0.5, measure the slider, then full resolution.
@@ -265,13 +275,16 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
         page.keyboard.press("ArrowLeft")  # 75 -> 50
     assert slider.input_value() == "50"
     stats = page.evaluate(
-        "() => { const p = window.__picfilterPreview; const t = [...p.times].sort((a, b) => a - b);"
-        " return {kind: p.kind, n: t.length, median: t[t.length >> 1], p95: t[Math.floor(t.length * .95)],"
-        " max: t[t.length - 1], w: document.querySelector('canvas.preview-canvas').width}; }"
+        "() => { const p = window.__picfilterPreview;"
+        " const t = [...p.times].sort((a, b) => a - b);"
+        " return {kind: p.kind, n: t.length, median: t[t.length >> 1],"
+        " p95: t[Math.floor(t.length * .95)], max: t[t.length - 1],"
+        " w: document.querySelector('canvas.preview-canvas').width}; }"
     )
     REPORT["slider"] = stats
     # Reported, not asserted (speed goals are benchmarks): the issue's goal is 50 ms at 1280 px.
-    assert stats["n"] >= 50 and stats["w"] == 1280, stats
+    assert stats["n"] >= 50, stats
+    assert stats["w"] == 1280, stats
     assert "Preview updated in" in page.locator("#preview-timing").inner_text()
     preview_png = page.locator("canvas.preview-canvas").evaluate("c => c.toDataURL('image/png')")
     check_screen(s, "apply", shots, findings)
@@ -289,7 +302,8 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     dl_all.value.save_as(zip_path)
     with zipfile.ZipFile(zip_path) as zf:
         names = zf.namelist()
-        assert len(names) == 1 and names[0].endswith(".jpg"), names
+        assert len(names) == 1, names
+        assert names[0].endswith(".jpg"), names
         assert zf.read(names[0]) == result_path.read_bytes()
     check_screen(s, "apply-done", shots, findings)
 
@@ -313,8 +327,6 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     assert mine.shape == theirs.shape
     assert int(np.abs(mine - theirs).max()) <= 1
     # ...and the in-browser preview at 0.5 is close to it (same size photo, 8-bit LUT math).
-    import base64
-
     shown = _pixels(base64.b64decode(preview_png.split(",", 1)[1]))
     with Image.open(io.BytesIO(own)) as im:
         small = im.convert("RGB").resize(shown.shape[1::-1], Image.Resampling.BILINEAR)
