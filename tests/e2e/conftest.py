@@ -50,7 +50,8 @@ def browser_ready() -> None:
 
 @pytest.fixture(scope="session")
 def web_server(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``picfilter serve`` with its own DATA_DIR; yields the base URL."""
+    """``picfilter serve`` with its own DATA_DIR and the default rate limits; yields the base
+    URL."""
     data = tmp_path_factory.mktemp("web-data")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -61,7 +62,6 @@ def web_server(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) ->
         BCRYPT_ROUNDS="4",
         LOG_LEVEL="WARNING",
         PUBLIC_BASE_URL=base,
-        RATE_LIMIT_ENABLED="false",
         CELERY_RETRY_DELAY="1",
     )
     cmd = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]

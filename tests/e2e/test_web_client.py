@@ -367,15 +367,17 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     cards = t.page.locator(".style-card h3")
     cards.first.wait_for()
     before = cards.all_inner_texts()
-    assert before == ["Warm imported", "Warm contrast"], before  # equal ratings: newest first
+    assert sorted(before) == ["Warm contrast", "Warm imported"], before
+    last = before[-1]  # unrated styles tie; five stars must lift this one to the top
     check_screen(t, "community", shots, findings)
-    t.page.get_by_role("link", name="Warm contrast").click()
+    t.page.get_by_role("link", name=last).click()
     t.page.get_by_text("Your rating").wait_for()
     t.page.locator("label.star", has_text="5 ★").click()
     t.page.get_by_text("(1)").wait_for()
     t.page.get_by_label("Add a comment").fill("Lovely warm tones <b>not bold</b>")
     t.page.get_by_role("button", name="Post comment").click()
     t.page.locator(".comment", has_text="Lovely warm tones <b>not bold</b>").wait_for()
+    rated_url = t.page.url
     check_screen(t, "style-community", shots, findings)
     t.page.get_by_role("button", name="Fork (make my own copy)").click()
     t.page.get_by_text("by dorothea").first.wait_for()
@@ -383,16 +385,63 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     cards.first.wait_for()
     t.page.wait_for_timeout(300)
     after = t.page.locator(".style-card h3").all_inner_texts()
-    assert after[0] == "Warm contrast", after  # rated 5: first among the public styles
+    assert after[0] == last, (before, after)
+    assert after != before
     assert not t.foreign_requests(), t.foreign_requests()
     assert not t.errors, t.errors
 
     # The owner sees the comment; every screen passed axe-core.
-    s.go(f"style/{style_id}")
+    s.page.goto(rated_url)
     page.locator(".comment", has_text="Lovely warm tones").wait_for()
     REPORT["axe"] = {k: len(v) for k, v in findings.items()}
     print("\nweb client e2e:", json.dumps(REPORT, indent=1))
     bad = {k: v for k, v in findings.items() if v}
     assert not bad, json.dumps(bad, indent=1)
     t.close()
+    s.close()
+
+
+def test_session_renews_silently_and_errors_read_as_words(web_server: str, browser: Any) -> None:
+    """A rejected access token is renewed with the refresh token without the user noticing;
+    a taken username, a wrong password and the login rate limit (a real 429 from the server,
+    whose limits are the defaults) each read as a sentence, the 429 with its wait."""
+    s = Session(browser, web_server)
+    page = s.page
+    sign_up(s, "renewer")
+    page.evaluate(
+        "() => { const k = 'picfilter.session'; const v = JSON.parse(localStorage.getItem(k));"
+        " v.access = 'not-a-valid-token'; localStorage.setItem(k, JSON.stringify(v)); }"
+    )
+    page.reload()
+    page.get_by_role("heading", name="All photos").wait_for()
+    page.get_by_text("No photos yet").wait_for()
+    assert s.token() != "not-a-valid-token"
+
+    page.get_by_role("link", name="renewer").click()
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("heading", name="Create an account").wait_for()
+    form = page.locator("form", has=page.get_by_role("heading", name="Create an account"))
+    form.get_by_label("Email").fill("someone-else@example.com")
+    form.get_by_label("Username").fill("renewer")
+    form.get_by_label("Password").fill(PASSWORD)
+    form.get_by_role("button", name="Sign up").click()
+    taken = form.get_by_role("alert")
+    taken.wait_for()
+    assert "That cannot be done right now" in taken.inner_text()
+
+    login = page.locator("form", has=page.get_by_role("heading", name="Log in"))
+    login.get_by_label("Email").fill("renewer@example.com")
+    login.get_by_label("Password").fill("wrong-password")
+    alert = login.get_by_role("alert")
+    texts = []
+    for _ in range(15):
+        login.get_by_role("button", name="Log in").click()
+        page.wait_for_timeout(300)
+        texts.append(alert.inner_text())
+        if "Too many requests" in texts[-1]:
+            break
+    assert texts[0] == "That email and password do not match an account.", texts
+    assert "Too many requests: please wait" in texts[-1], texts
+    assert not s.foreign_requests()
+    assert not s.errors, s.errors
     s.close()

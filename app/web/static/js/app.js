@@ -80,13 +80,13 @@ function accountView() {
     page("Your account",
       h("p", `Logged in as ${s.user.username} (${s.user.email}). Your session renews itself while this page is open.`),
       msg.el,
-      h("button", { onclick: async () => { await logout(); location.hash = "#/account"; announce("Logged out"); } }, "Log out"));
+      h("button", { onclick: async () => { await logout(); announce("Logged out"); } }, "Log out"));
     return;
   }
   const loginMsg = messageBox(); const signMsg = messageBox();
   const le = h("input", { type: "email", name: "email", autocomplete: "email", required: true });
   const lp = h("input", { type: "password", name: "password", autocomplete: "current-password", required: true });
-  const loginForm = h("form.card", { "aria-labelledby": "login-h" }, h("h2#login-h", { id: "login-h" }, "Log in"),
+  const loginForm = h("form.card", { "aria-labelledby": "login-h" }, h("h2", { id: "login-h" }, "Log in"),
     field("Email", le), field("Password", lp), loginMsg.el, h("button.primary", { type: "submit" }, "Log in"));
   loginForm.addEventListener("submit", async (e) => {
     e.preventDefault(); loginMsg.clear();
@@ -546,6 +546,7 @@ async function route() {
   }
 }
 
-onSession((s) => { drawNav(); if (!s && location.hash !== "#/account" && location.hash !== "#/community") route(); });
+let hadSession = !!currentSession();
+onSession((s) => { drawNav(); if (hadSession && !s) route(); hadSession = !!s; });
 window.addEventListener("hashchange", route);
 route();
