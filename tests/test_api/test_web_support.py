@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +134,30 @@ async def test_results_zip_holds_each_result(client, user, other_user, live_work
     assert r.json()["error"]["code"] == "job_not_completed"
     r = await client.post("/api/v1/jobs/results.zip", json={"job_ids": []}, headers=user.headers)
     assert r.status_code == 422
+
+
+async def test_the_client_is_served_at_root_and_api_paths_stay_json(client) -> None:
+    """``/`` is the client's page and ``/web/...`` its files; unknown API paths keep the API's
+    JSON 404 whatever the method."""
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/web/js/app.js">' in r.text
+    js = await client.get("/web/js/app.js")
+    assert js.status_code == 200
+    assert "javascript" in js.headers["content-type"]
+    for method in ("GET", "POST", "DELETE"):
+        r = await client.request(method, "/api/v1/no-such-thing")
+        assert r.status_code == 404, (method, r.text)
+        assert r.json()["error"]["code"] == "not_found"
+    assert (await client.delete("/api/v1/styles")).status_code == 405
+    assert (await client.get("/docs")).status_code == 200
+
+
+def test_the_client_names_no_other_site() -> None:
+    """No CDN, no web fonts, no other origin anywhere in the client's files."""
+    static = Path(__file__).resolve().parents[2] / "app" / "web" / "static"
+    files = [p for p in static.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} == {".html", ".css", ".js"}
+    for path in files:
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", path.read_text()), path
