@@ -56,14 +56,23 @@ function statusBadge(s) { return h(`span.badge.${s}`, s); }
 function progressRow(label) {
   const bar = h("progress", { max: 100, value: 0, "aria-label": label });
   const text = h("span.state", "queued");
-  return { el: h("div.job", h("span.name", label), bar, text), bar, text };
+  const cancel = h("button.small.secondary", { type: "button", hidden: true }, "Cancel");
+  return { el: h("div.job", h("span.name", label), bar, h("span", text, " ", cancel)), bar, text, cancel };
 }
 
 async function follow(job, row, pollMs) {
-  return watchJob(job.id, (j, how) => {
-    row.bar.value = j.progress || 0;
-    row.text.textContent = `${j.status}${j.status === "processing" ? ` ${j.progress || 0} %` : ""} (${how === "live" ? "live" : "checking every " + pollMs / 1000 + " s"})`;
-  }, pollMs);
+  row.cancel.hidden = false;
+  row.cancel.setAttribute("aria-label", `Cancel: ${row.bar.getAttribute("aria-label")}`);
+  row.cancel.onclick = async () => {
+    row.cancel.disabled = true;
+    try { await api("POST", `/jobs/${job.id}/cancel`); } catch (e) { row.text.textContent = errorText(e); row.cancel.disabled = false; }
+  };
+  try {
+    return await watchJob(job.id, (j, how) => {
+      row.bar.value = j.progress || 0;
+      row.text.textContent = `${j.status}${j.status === "processing" ? ` ${j.progress || 0} %` : ""} (${how === "live" ? "live" : "checking every " + pollMs / 1000 + " s"})`;
+    }, pollMs);
+  } finally { row.cancel.hidden = true; }
 }
 
 function download(blob, name) {
@@ -127,13 +136,15 @@ async function photosView() {
   };
   const zone = dropZone("Drop photos here (JPEG, PNG, WebP, HEIC, TIFF; up to 50 MB each) or", async (files) => {
     msg.clear();
-    const res = await uploadMany(files, list);
+    const res = await uploadMany(files, list, { storeExif: document.getElementById("store-exif").checked });
     const ok = res.filter((r) => r.image).length;
     announce(`${ok} of ${files.length} uploaded`);
     if (ok < files.length) msg.show(`${files.length - ok} file(s) were refused: see the reasons above.`, "warn");
     refresh();
   });
-  page("My photos", zone, list, msg.el, h("h2", "All photos"), grid);
+  const exif = h("input", { type: "checkbox", id: "store-exif" });
+  page("My photos", zone, h("p", h("label.check", { for: "store-exif" }, exif, "Keep the photos' EXIF metadata (camera, lens, date; GPS is never kept)")),
+    list, msg.el, h("h2", "All photos"), grid);
   refresh();
 }
 
@@ -391,6 +402,9 @@ async function applyView(params) {
   const split = h("input", { id: "split", type: "range", min: 0, max: 100, value: 0, step: 1, name: "split" });
   const canvas = h("canvas.preview-canvas", { role: "img", "aria-label": "Preview of the selected photo with the style" });
   const timing = h("p.hint", { id: "preview-timing", "aria-live": "off" });
+  const adaptiveNote = h("p.hint", { hidden: true }, "This style adapts to each photo: the preview shows its average look, the full-resolution result may differ a little.");
+  const noteFor = () => { const st = styles.find((x) => x.id === styleSel.value); adaptiveNote.hidden = !(st && st.model === "adaptive_3dlut"); };
+  styleSel.addEventListener("change", noteFor);
   const checks = h("div.checks", images.map((i, n) => h("label.check", h("input", { type: "checkbox", name: "photo", value: i.id, checked: n === 0 }), thumb(i, { width: 64, height: 48, alt: "" }), i.filename)));
   const jobsBox = h("div.jobs");
   const preview = createPreview(canvas, { renderer: params.get("renderer") || "canvas" });
@@ -436,7 +450,7 @@ async function applyView(params) {
     h("div.card.preview-box",
       h("div.sliders", h("div.field", h("label", { for: "strength" }, "Strength"), strength, strengthOut),
         h("div.field", h("label", { for: "split" }, "Before / after split (left of the line: before)"), split)),
-      h("div.canvas-wrap", canvas), timing),
+      h("div.canvas-wrap", canvas), timing, adaptiveNote),
     field("File format", fmt), msg.el, go, jobsBox);
   form.addEventListener("submit", async (e) => {
     e.preventDefault(); msg.clear();
@@ -471,6 +485,7 @@ async function applyView(params) {
     } catch (err) { msg.show(err); } finally { go.disabled = false; }
   });
   page("Apply a style", form);
+  noteFor();
   loadPreview();
 }
 

@@ -39,7 +39,7 @@ function put(url, file, headers, onProgress) {
 }
 
 /** One row with a progress bar; resolves to the confirmed image or null (refused, explained). */
-export async function uploadOne(file, list) {
+export async function uploadOne(file, list, opts = {}) {
   const bar = h("progress", { max: 100, value: 0, "aria-label": `Upload progress of ${file.name}` });
   const state = h("span.state", "waiting");
   const row = h("li.upload", h("span.name", file.name), bar, state);
@@ -48,7 +48,7 @@ export async function uploadOne(file, list) {
   if (refused) { state.textContent = "refused: " + refused; row.classList.add("bad"); bar.remove(); return null; }
   try {
     state.textContent = "starting";
-    const up = await api("POST", "/images/upload", { filename: file.name, content_type: typeOf(file), size: file.size });
+    const up = await api("POST", "/images/upload", { filename: file.name, content_type: typeOf(file), size: file.size, store_exif: !!opts.storeExif });
     state.textContent = "uploading";
     await put(up.upload_url, file, up.headers, (f) => { bar.value = Math.round(f * 95); });
     state.textContent = "checking";
@@ -63,13 +63,13 @@ export async function uploadOne(file, list) {
 }
 
 /** Upload files two at a time; returns [{file, image|null}]. */
-export async function uploadMany(files, list) {
+export async function uploadMany(files, list, opts = {}) {
   const out = new Array(files.length);
   let next = 0;
   const worker = async () => {
     while (next < files.length) {
       const i = next++;
-      out[i] = { file: files[i], image: await uploadOne(files[i], list) };
+      out[i] = { file: files[i], image: await uploadOne(files[i], list, opts) };
     }
   };
   await Promise.all([worker(), worker()]);
