@@ -43,10 +43,20 @@ export async function errorFrom(resp) {
   return new ApiError(resp.status, "http_error", text.slice(0, 200) || resp.statusText, null, retryAfter);
 }
 
+// Tabs share the session (localStorage). Refresh tokens rotate and a reused one revokes the
+// whole session, so a tab adopts what another tab stored, re-reads it before refreshing, and
+// the timers are jittered so that two tabs rarely refresh at the same moment.
+window.addEventListener("storage", (e) => {
+  if (e.key !== KEY) return;
+  session = load();
+  schedule();
+  listeners.forEach((fn) => fn(session));
+});
+
 function schedule() {
   clearTimeout(refreshTimer);
   if (!session) return;
-  const wait = Math.max(5000, session.expiresAt - Date.now() - 60000);
+  const wait = Math.max(5000, session.expiresAt - Date.now() - 60000 - Math.random() * 30000);
   refreshTimer = setTimeout(() => refresh().catch(() => {}), Math.min(wait, 2 ** 31 - 1));
 }
 
@@ -60,6 +70,11 @@ function store(pair, user) {
 /** Rotate the refresh token; one refresh at a time. A failure ends the session. */
 export function refresh() {
   if (!session) return Promise.reject(new ApiError(401, "not_authenticated", "Not logged in"));
+  const stored = load();
+  if (stored && stored.refresh !== session.refresh && stored.expiresAt > Date.now() + 30000) {
+    session = stored; schedule(); // another tab already rotated the tokens
+    return Promise.resolve();
+  }
   if (!refreshing) {
     refreshing = raw("POST", "/auth/refresh", { refresh_token: session.refresh }, false)
       .then((pair) => store(pair))

@@ -49,6 +49,7 @@ void main() {
   vec3 d = clamp((c.rgb - dmin) / (dmax - dmin), 0.0, 1.0);
   vec3 g = texture(lut, d * ((n - 1.0) / n) + 0.5 / n).rgb;
   vec3 r = uv.x < split ? c.rgb : mix(c.rgb, g, strength);
+  if (split > 0.0 && split < 1.0 && abs(uv.x - split) * float(textureSize(img, 0).x) < 1.0) r = vec3(1.0);
   o = vec4(clamp(r, 0.0, 1.0), 1.0);
 }`;
 
@@ -144,6 +145,7 @@ class CanvasRenderer {
       ctx.globalAlpha = strength;
       ctx.drawImage(this.graded, x0, 0, c.width - x0, c.height, x0, 0, c.width - x0, c.height);
       ctx.globalAlpha = 1;
+      if (split > 0 && split < 1) { ctx.fillStyle = "#fff"; ctx.fillRect(x0 - 1, 0, 2, c.height); }
     }
     ctx.getImageData(0, 0, 1, 1); // wait until the frame is done
   }
