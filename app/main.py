@@ -35,10 +35,11 @@ def configure_logging(level: str) -> None:
 
 
 def _routers() -> list[APIRouter]:
-    from app.api import auth, community, images, jobs, storage, styles
+    from app.api import auth, community, images, jobs, storage, styles, web_support
 
     return [
         auth.router,
+        web_support.router,
         jobs.router,
         images.router,
         storage.router,
@@ -107,4 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in _routers():
         api.include_router(router)
     app.include_router(api)
+    # The web client (app/web): static files at `/`, after every API route.
+    from app.web import mount_web
+
+    mount_web(app)
     return app
