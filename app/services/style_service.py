@@ -14,7 +14,7 @@ superseded job cannot overwrite a newer model). Stored objects live under versio
 (``styles/{id}/v{n}/model.pt``, ``lut.cube``, ``preview.webp``); the row's ``model_key``,
 ``lut_key`` and ``preview_key`` switch to the new ones in one UPDATE, so a concurrent apply reads
 either the old or the new model, never a half-written one. The worker side is
-:mod:`app.services.style_ops`.
+:mod:`app.services.style_jobs`.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ async def delete_style(
 
     The row is deleted (and locked) first; the objects are removed while the lock is held, so a
     worker finishing a job meanwhile waits for this transaction, then sees the style gone and
-    removes what it wrote (see :mod:`app.services.style_ops`).
+    removes what it wrote (see :mod:`app.services.style_jobs`).
     """
     style = await get_owned_style(session, style_id, user)
     now = _now()
@@ -582,7 +582,7 @@ async def import_style(
     are stored before the row is flushed, and removed again if anything after that fails.
     """
     from app.ml.cube_export import CubeParseError
-    from app.services import style_ops
+    from app.services import style_jobs
 
     if len(data) > settings.max_cube_bytes:
         raise PayloadTooLarge(
@@ -598,7 +598,7 @@ async def import_style(
     style_id = uuid.uuid4()
     try:
         stored = await anyio.to_thread.run_sync(
-            style_ops.store_imported_cube, storage, style_id, data, filename or "", name
+            style_jobs.store_imported_cube, storage, style_id, data, filename or "", name
         )
     except CubeParseError as exc:
         raise InvalidInput(
@@ -633,7 +633,7 @@ async def fork_style(
     session: AsyncSession, style_id: uuid.UUID, user: User, storage: Storage
 ) -> Style:
     """A private copy of a visible, ready style, owned by the caller (objects copied)."""
-    from app.services import style_ops
+    from app.services import style_jobs
 
     source = await get_visible_style(session, style_id, user)
     if source.status != StyleStatus.ready or not source.model_key:
@@ -643,7 +643,7 @@ async def fork_style(
         )
     new_id = uuid.uuid4()
     keys = await anyio.to_thread.run_sync(
-        style_ops.copy_style_objects,
+        style_jobs.copy_style_objects,
         storage,
         new_id,
         {"model": source.model_key, "lut": source.lut_key, "preview": source.preview_key},

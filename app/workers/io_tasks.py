@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 
 from app.models import Job, JobType
-from app.services import image_service, job_service, style_ops
+from app.services import image_service, job_service, style_jobs
 from app.services.job_service import JobContext, PermanentJobError
 from app.services.storage_service import Storage, make_storage
 from app.workers import context
@@ -60,7 +60,7 @@ def sweep_stuck_jobs() -> dict[str, int]:
 def settle_failed_job(job: Job) -> None:
     """What a job the sweep gave up on leaves behind: a learn job's style goes back."""
     if job.type == JobType.learn_style:
-        style_ops.settle_learn(context.db(), job.params, job.error or "worker lost")
+        style_jobs.settle_learn(context.db(), job.params, job.error or "worker lost")
 
 
 @celery_app.task(

@@ -1,7 +1,7 @@
 """``ml`` queue tasks: style learning, apply and ``.cube`` export.
 
 Thin: each task runs its job through :func:`app.services.job_service.run_job` (status, attempts,
-heartbeat, retries) with a handler from :mod:`app.services.style_ops`. Messages carry the job id
+heartbeat, retries) with a handler from :mod:`app.services.style_jobs`. Messages carry the job id
 only. Learning gets the ``on_fail`` hook that sets the style back when the job fails or is
 cancelled, so a style is never left in ``training``. ``max_retries=None``: ``run_job`` retries
 ``settings.celery_max_retries`` times. Time limits apply under the prefork pool.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from app.services import job_service, style_ops
+from app.services import job_service, style_jobs
 from app.workers import context
 from app.workers.celery_app import MODEL_REGISTRY, celery_app
 
@@ -34,8 +34,8 @@ def learn_style(self: Task, job_id: str) -> None:
         context.db(),
         context.settings(),
         job_id,
-        lambda ctx: style_ops.learn(ctx, init_weights=init),
-        style_ops.on_learn_fail,
+        lambda ctx: style_jobs.learn(ctx, init_weights=init),
+        style_jobs.on_learn_fail,
     )
 
 
@@ -49,7 +49,7 @@ def learn_style(self: Task, job_id: str) -> None:
 )
 def apply_style(self: Task, job_id: str) -> None:
     """Apply a style to one image at full resolution (an ``apply_style`` job)."""
-    job_service.run_job(self, context.db(), context.settings(), job_id, style_ops.apply)
+    job_service.run_job(self, context.db(), context.settings(), job_id, style_jobs.apply)
 
 
 @celery_app.task(
@@ -62,4 +62,4 @@ def apply_style(self: Task, job_id: str) -> None:
 )
 def export_cube(self: Task, job_id: str) -> None:
     """Bake a style to a ``.cube`` file (an ``export_cube`` job)."""
-    job_service.run_job(self, context.db(), context.settings(), job_id, style_ops.export)
+    job_service.run_job(self, context.db(), context.settings(), job_id, style_jobs.export)

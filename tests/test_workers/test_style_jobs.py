@@ -314,7 +314,7 @@ async def test_out_of_memory_falls_back_to_a_smaller_working_size(
     from app.db import SyncDatabase
     from app.ml import learn as ml_learn
     from app.models import Job, JobStatus, JobType, Style, StyleStatus
-    from app.services import job_service, style_ops
+    from app.services import job_service, style_jobs
     from app.workers import ml_tasks
 
     pairs = await _pairs(client, user, LOOK_A, width=320)
@@ -368,8 +368,8 @@ async def test_out_of_memory_falls_back_to_a_smaller_working_size(
             db,
             settings,
             str(job_id),
-            style_ops.learn,
-            style_ops.on_learn_fail,
+            style_jobs.learn,
+            style_jobs.on_learn_fail,
         )
     finally:
         db.dispose()
