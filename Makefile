@@ -41,11 +41,11 @@ format: install
 migrate: install ## apply database migrations
 	$(VENV)/bin/picfilter migrate
 
-bench: install ## benchmarks (python -m app.bench NAME to run one); gallery wants wrk, PostgreSQL, Redis
+bench: install ## benchmarks (python -m bench NAME to run one); gallery wants wrk, PostgreSQL, Redis
 	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		(apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null 2>&1)) || \
 		echo "wrk not installed: the gallery benchmark uses its httpx load generator"
-	$(PY) -m app.bench
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -31,8 +31,8 @@ import pytest
 import yaml
 from limits import parse
 
-from app.bench import free_port, running_server
 from app.config import Settings
+from bench import free_port, running_server
 from tests.test_deploy import COMPOSE_FILE, IN_CI, NGINX_CONF, _self_signed, service_env
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ import httpx
 import jwt
 import pytest
 
-from app.bench import free_port, running_server
 from app.config import PLACEHOLDER_SECRET, Settings
+from bench import free_port, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_VARS = {name.upper() for name in Settings.model_fields}

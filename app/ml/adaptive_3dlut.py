@@ -82,7 +82,7 @@ Deviations (and why)
   model to undo such changes, which is right only if the editor normalises exposure. It is off by
   default here (``jitter=0``; set 0.2 for upstream's behaviour); ``wb_jitter`` adds per-photo
   red/blue gains 2^U(-w, w) in the same spirit. On the 4-pair benchmark
-  (``app.bench.adaptive_quality``) jitter lowered the held-out PSNR, so it stays opt-in.
+  (``bench.adaptive_quality``) jitter lowered the held-out PSNR, so it stays opt-in.
 * The monotonicity weight is an option (``monotonicity``, default 10 as upstream); DESIGN.md notes
   that strict monotonicity is wrong for some looks (e.g. black-and-white with a negative blue
   weight), so set it low (e.g. 0.1) or 0 for such styles.

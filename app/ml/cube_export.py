@@ -16,7 +16,7 @@ What is understood
   3D rows; ``LUT_1D_INPUT_RANGE`` / ``LUT_3D_INPUT_RANGE``): baked into one 3D LUT of
   ``max(65, N)`` points per axis over the shaper's input range by evaluating shaper-then-cube at
   every lattice point. This is an approximation (a shaper exists because the cube alone is too
-  coarse for that curve); ``app.bench.cube_io`` and the tests measure the error on the fixtures.
+  coarse for that curve); ``bench.cube_io`` and the tests measure the error on the fixtures.
 * Values outside ``[0, 1]`` are kept. Unknown upper-case keywords in the header (e.g. Resolve's
   ``LUT_IN_VIDEO_RANGE``) are ignored.
 
@@ -30,7 +30,7 @@ Resolve-style files and raises without line numbers. OpenColorIO reads a 65^3 ``
 hands back a processor rather than the table (getting the lattice means sampling it). Here the
 data block is parsed with NumPy (``np.fromstring``) and validated with vectorized byte scans, and
 writing formats the digits with NumPy: a 65^3 file reads and writes in well under 0.3 s
-(``python -m app.bench cube_io`` prints the measured times). Other formats (``.3dl``, ``.csp``,
+(``python -m bench cube_io`` prints the measured times). Other formats (``.3dl``, ``.csp``,
 ``.spi3d``, ...) are read through OpenColorIO in :func:`read_lut`.
 
 Example::

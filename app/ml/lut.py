@@ -20,7 +20,7 @@ Two trilinear implementations
   the same results, but it works in place on a packed buffer (so a copy to keep the input), has
   to be split over threads by the caller, and has no strength blend; Pillow's ``Color3DLUT`` is
   single-threaded, 8-bit only and limited to 65^3 tables; ``colour-science`` interpolates in
-  NumPy (1.1 s per megapixel here). Measured by ``python -m app.bench lut_speed`` on this 2-core
+  NumPy (1.1 s per megapixel here). Measured by ``python -m bench lut_speed`` on this 2-core
   machine while other jobs were running (methods interleaved, medians of 7): 12.5 MP uint8 with
   a 33^3 LUT in 78 ms versus 157 ms for OpenColorIO on 2 threads and 208 ms for Pillow, 0 levels
   from exact trilinear (OpenColorIO 0, Pillow 1). For 8- and 16-bit input the lattice offset and

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from app.bench import free_port, running_server
 from app.config import Settings
+from bench import free_port, running_server
 
 CHROMIUM = os.environ.get("PICFILTER_CHROMIUM", "/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.bench import shared_data_dir
+from bench import shared_data_dir
 
 
 @pytest.fixture(scope="session")

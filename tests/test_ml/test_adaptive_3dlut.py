@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.bench import shared_data_dir
 from app.ml.adaptive_3dlut import (
     CANDIDATES,
     Adaptive3DLUTModel,
@@ -26,6 +25,7 @@ from app.ml.adaptive_3dlut import (
 from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D, identity_table
 from app.ml.torch_utils import published_to_table, table_to_published, trilinear_lookup_published
+from bench import shared_data_dir
 
 
 @pytest.fixture(scope="module")

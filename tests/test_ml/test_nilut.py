@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from app.bench import shared_data_dir
 from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D
 from app.ml.metrics import psnr
 from app.ml.nilut import NILUTModel, NILUTNet, fit, fit_styles, load_published_nilut
+from bench import shared_data_dir
 
 # a short, step-bounded fit (about 2 s on 2 idle cores; the time budget is only a safety cap)
 QUICK = {"hidden": 64, "steps": 250, "batch_size": 2048, "num_threads": 1, "seed": 0}

@@ -1,4 +1,4 @@
-"""The pair maker of ``python -m app.bench real_edits``: deterministic, and every per-photo
+"""The pair maker of ``python -m bench real_edits``: deterministic, and every per-photo
 change really changes the photo the way its name says (tiny synthetic images, no shared data)."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from app.bench.real_edits import (
+from app.ml.lut import LUT3D
+from app.ml.metrics import psnr
+from bench.real_edits import (
     EditParams,
     _decode,
     _local_gain_fallback,
@@ -16,8 +18,6 @@ from app.bench.real_edits import (
     make_after,
     white_balance_matrix,
 )
-from app.ml.lut import LUT3D
-from app.ml.metrics import psnr
 
 NAMES = [f"photo{i}.jpg" for i in range(10)]
 PLAIN = EditParams(ev=0.0, kelvin=0.0, local="none", strength=0.0, extent=0.0)

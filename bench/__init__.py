@@ -1,4 +1,4 @@
-"""Benchmarks run by ``make bench`` (``python -m app.bench [NAME ...]``).
+"""Benchmarks run by ``make bench`` (``python -m bench [NAME ...]``).
 
 Each module in this package with a ``run() -> None`` function is one benchmark; it prints its own
 table. Benchmarks measure; they never assert timings. Modules are found by name (every module not
@@ -31,7 +31,7 @@ def shared_data_dir() -> Path:
     env = os.environ.get("PICFILTER_SHARED_DATA")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def load_photo(path: Path, long_side: int | None = None) -> np.ndarray:
@@ -69,7 +69,7 @@ def running_server(
     ``ready_path`` answers 200, yield ``(base_url, pid)``; stop the whole group afterwards."""
     import httpx
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         cmd,

@@ -1,4 +1,4 @@
-"""``python -m app.bench [NAME ...]``: run the named benchmarks, or all of them."""
+"""``python -m bench [NAME ...]``: run the named benchmarks, or all of them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 import sys
 
-import app.bench as bench_pkg
+import bench as bench_pkg
 
 
 def available() -> list[str]:
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         return 2
     for name in names:
         print(f"\n=== {name} ===", flush=True)
-        importlib.import_module(f"app.bench.{name}").run()
+        importlib.import_module(f"bench.{name}").run()
     return 0
 
 

@@ -1,6 +1,6 @@
 """Styles end to end through the HTTP API of the embedded default (``picfilter serve``).
 
-``python -m app.bench e2e_styles`` (or ``make bench``):
+``python -m bench e2e_styles`` (or ``make bench``):
 
 1. starts ``picfilter serve`` as a subprocess on a free port with a fresh temporary
    ``DATA_DIR`` (SQLite, local storage, the filesystem broker and the embedded Celery worker:
@@ -38,9 +38,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.bench import free_port, running_server, shared_data_dir
+from bench import free_port, running_server, shared_data_dir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_data_dir()
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 POLL_S = 0.1

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.bench import shared_data_dir
 from app.ml.base import TrainingPair
 from app.ml.metrics import delta_e2000, lightness_reversals, psnr
 from app.ml.nilut import fit, load_published_nilut
+from bench import shared_data_dir
 
 BUDGETS_S = (30.0, 60.0)
 HOLDOUT = 0.1

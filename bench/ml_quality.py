@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from app.bench import exact_trilinear_u8, load_photo, shared_data_dir
+from bench import exact_trilinear_u8, load_photo, shared_data_dir
 
 TRAIN = ["tahoe-gps.jpg", "UNIS_EV0.jpg", "ultrahdr_sky.jpg"]
 ONE_PAIR = 0  # index into TRAIN of the one-pair row's photo

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.bench import shared_data_dir
 from app.ml import dlut
 from app.ml.adaptive_3dlut import fit, load_published
 from app.ml.base import TrainingPair
 from app.ml.cube_export import read_cube_file
 from app.ml.lut import LUT3D
 from app.ml.metrics import delta_e2000, psnr
+from bench import shared_data_dir
 
 SIDE = 768
 LOOK = "golden_years_film.cube"

@@ -11,7 +11,7 @@ The retoucher's edit of one photo (:func:`make_after`, parameters from :func:`ed
    at ``6504 + dk`` K to the one at 6504 K, ``dk ~ U(-600, 600)`` (positive = warmer), applied to
    linear sRGB; values are clipped to [0, 1] as a raw converter would;
 3. the shared look: one real LUT from ``luts/`` by exact float64 trilinear lookup
-   (:func:`app.bench.exact_trilinear_u8`);
+   (:func:`bench.exact_trilinear_u8`);
 4. on 3 of the 10 photos a graduated sky filter (the top of the frame blended, in linear light,
    toward a darker, bluer tone) and on 3 others a vignette (a radial darkening);
 5. JPEG re-encoding at quality 90 (Pillow).
@@ -28,7 +28,7 @@ mean, dB), CIEDE2000 mean / p95 (pooled over the test photos, 100k pixels each),
 (:func:`local_gain`, the max over test photos), the share of baked 33^3 table values outside
 [0, 1], the PSNR between tetrahedral and trilinear application of that table on the test photos
 (the worst photo; colour-science's ``table_interpolation_*``, axis order checked once against
-:func:`app.bench.exact_trilinear_u8`), ``ho/act``: the ΔE00 mean the learner reported for
+:func:`bench.exact_trilinear_u8`), ``ho/act``: the ΔE00 mean the learner reported for
 unseen photos (``metrics["holdout"]``; where absent, the held-out pixels of its training photos,
 marked ``*``) divided by the actual ΔE00 mean on the test photos (1 = honest, below 1 =
 optimistic), and the wall time of :func:`app.ml.learn_style` with its defaults (the service's
@@ -51,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from app.bench import exact_trilinear_u8, load_photo, shared_data_dir
 from app.ml.lut import LUT3D
+from bench import exact_trilinear_u8, load_photo, shared_data_dir
 
 SIDE = 1024
 SEED = 2026

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from app.bench import exact_trilinear_u8, shared_data_dir
+from bench import exact_trilinear_u8, shared_data_dir
 
 RUNS = 7
 

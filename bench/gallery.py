@@ -1,6 +1,6 @@
 """Community read/write paths under load: the gallery, a comment list and rating PUTs.
 
-``python -m app.bench gallery`` (or ``make bench``):
+``python -m bench gallery`` (or ``make bench``):
 
 1. creates a fresh PostgreSQL database ``picfilter_bench_<random>`` on ``BENCH_PG_URL``
    (default ``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it with Alembic and
@@ -45,9 +45,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from app.bench import free_port, running_server
+from bench import free_port, running_server
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECONDS = float(os.environ.get("BENCH_SECONDS", "30"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.bench import shared_data_dir
+from bench import shared_data_dir
 
 RUNS = 5
 

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.bench import shared_data_dir
 from app.services import imaging_io
+from bench import shared_data_dir
 
 RUNS = 7
 PHOTO = "photos/ultrahdr_sky.jpg"
