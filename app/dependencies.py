@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -23,10 +23,8 @@ from app.errors import NotAuthenticated
 from app.models import User
 from app.services import auth_service
 from app.services.ratelimit import RateLimiter
-from app.services.store import KeyValueStore
-
-if TYPE_CHECKING:
-    from app.services.storage_service import Storage
+from app.storage import Storage
+from app.storage.kv import KeyValueStore
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 
@@ -61,7 +59,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 StoreDep = Annotated[KeyValueStore, Depends(get_store)]
-StorageDep = Annotated["Storage", Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 

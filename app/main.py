@@ -9,14 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
 from app.db import Database
 from app.dependencies import rate_limit
-from app.errors import install_error_handlers
 from app.request_context import RequestIdFilter, RequestIdMiddleware
 from app.schemas.common import ErrorResponse
 from app.services.ratelimit import RateLimiter
-from app.services.store import make_store
+from app.storage import make_storage
+from app.storage.kv import make_store
 from app.strict_json import RejectNonFiniteJSON
 
 API_PREFIX = "/api/v1"
@@ -54,8 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from app.services.storage_service import make_storage
-
         app.state.settings = settings
         app.state.db = Database(settings)
         app.state.store = make_store(settings.redis_url, settings.redis_key_prefix)

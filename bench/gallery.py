@@ -519,7 +519,7 @@ def scenarios(seeded: Seeded, tokens: dict[int, str]) -> list[Scenario]:
 def _presign_cost() -> dict[str, float]:
     """Microseconds per presigned preview URL, boto3 S3 and the local signer."""
     from app.config import Settings
-    from app.services.storage_service import S3Storage, make_storage
+    from app.storage import S3Storage, make_storage
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

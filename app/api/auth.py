@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import ValidationError
 
+from app.api.errors import field_message
 from app.dependencies import CurrentUser, SessionDep, SettingsDep, StoreDep, rate_limit
 from app.errors import BadRequest, InvalidInput
 from app.schemas.auth import LoginRequest, RefreshRequest, RegisterRequest, TokenPair, UserOut
@@ -65,7 +66,7 @@ async def _login_data(request: Request) -> LoginRequest:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise InvalidInput(f"{field}: {err['msg']}", code="validation_error") from exc
+        raise InvalidInput(f"{field}: {field_message(err)}", code="validation_error") from exc
 
 
 @router.post("/login", response_model=TokenPair, dependencies=auth_limit, openapi_extra=_LOGIN_BODY)

@@ -1,7 +1,7 @@
 """``/api/v1/storage/{key}``: the local backend's signed URLs (S3-compatible behaviour).
 
 Only mounted usefully when the local backend is in use (the embedded default); with S3 every
-request here is a 404. The URLs come from :class:`app.services.storage_service.LocalStorage`
+request here is a 404. The URLs come from :class:`app.storage.local.LocalStorage`
 (``presign_put`` / ``presign_get``) and carry ``expires`` and ``sig``; no bearer token is needed.
 
 * ``PUT``: the signature binds method, key, expiry, ``Content-Type``, the exact
@@ -32,13 +32,9 @@ from fastapi.responses import Response, StreamingResponse
 from app.dependencies import SettingsDep, StorageDep
 from app.errors import AppError, BadRequest, NotFound, PayloadTooLarge
 from app.schemas.common import ErrorResponse
-from app.services.storage_service import (
-    LocalStorage,
-    ObjectExists,
-    Storage,
-    content_disposition,
-    guess_content_type,
-)
+from app.storage import LocalStorage, ObjectExists, Storage
+from app.storage.base import content_disposition
+from app.storage.keys import guess_content_type
 
 router = APIRouter(tags=["storage"])
 

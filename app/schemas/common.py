@@ -17,7 +17,8 @@ values).
 PostgreSQL ``text``/``varchar`` and JSONB cannot hold NUL (``\\x00``): one in a name, a search
 term or a tag reached the database and answered 500 there (SQLite stored it). ``Text`` refuses
 it in validation instead, on every database: a 422 ``validation_error`` naming the field, type
-``string_pattern_mismatch`` ("String should match pattern '^[^\\x00]*$'").
+``string_pattern_mismatch``, message "must not contain NUL characters" (the API's handler,
+:mod:`app.api.errors`, words pydantic's "String should match pattern ..." for this pattern).
 
 A pattern rather than an ``AfterValidator``: it stays a plain string constraint, so it composes
 with the others (``Annotated[Text, StringConstraints(strip_whitespace=True, max_length=...)]``,

@@ -28,7 +28,7 @@ from app.config import Settings
 from app.errors import Conflict, NotAuthenticated
 from app.models import User
 from app.schemas.auth import RegisterRequest, TokenPair
-from app.services.store import KeyValueStore
+from app.storage.kv import KeyValueStore
 
 INVALID_CREDENTIALS = "Incorrect email or password"
 # A real hash to check against when the email is unknown, so both failures take the same time.

@@ -86,7 +86,7 @@ from app.services.pagination import decode_cursor, encode_cursor, parse_datetime
 from app.services.style_service import style_out
 
 if TYPE_CHECKING:
-    from app.services.storage_service import Storage
+    from app.storage import Storage
 
 SORTS = ("newest", "top_rated", "most_used")
 # For the OpenAPI description of GET /api/v1/styles.

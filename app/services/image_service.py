@@ -51,16 +51,8 @@ from app.schemas.image import ImageOut, UploadRequest
 from app.services import imaging_io, job_service
 from app.services.job_service import JobContext, PermanentJobError
 from app.services.pagination import newest_first
-from app.services.storage_service import (
-    ObjectInfo,
-    PresignedUpload,
-    Storage,
-    StorageObjectNotFound,
-    image_prefix,
-    original_key,
-    result_prefix,
-    thumbnail_key,
-)
+from app.storage import ObjectInfo, PresignedUpload, Storage, StorageObjectNotFound
+from app.storage.keys import image_prefix, original_key, result_prefix, thumbnail_key
 
 log = logging.getLogger("picfilter.images")
 

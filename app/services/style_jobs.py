@@ -44,18 +44,13 @@ from app.db import SyncDatabase
 from app.models import Image as ImageRow
 from app.models import Style, StyleModelKind, StyleStatus
 from app.services.job_service import JobContext, PermanentJobError
-from app.services.storage_service import (
-    StorageObjectNotFound,
-    cube_key,
-    make_storage,
-    result_key,
-    style_key,
-)
+from app.storage import StorageObjectNotFound, make_storage
+from app.storage.keys import cube_key, result_key, style_key
 
 if TYPE_CHECKING:
     from app.ml.base import StyleModel
     from app.ml.lut import LUT3D
-    from app.services.storage_service import Storage
+    from app.storage import Storage
 
 log = logging.getLogger("picfilter.styles")
 

@@ -54,7 +54,7 @@ from app.schemas.style import StyleOut
 from app.services import job_service
 
 if TYPE_CHECKING:
-    from app.services.storage_service import Storage
+    from app.storage import Storage
 
 # Aspect ratios of a before/after pair may differ by rounding only (e.g. an export at another size).
 ASPECT_TOLERANCE = 0.01

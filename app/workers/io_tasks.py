@@ -10,7 +10,7 @@ from celery import Task
 from app.models import Job, JobType
 from app.services import image_service, job_service, style_jobs
 from app.services.job_service import JobContext, PermanentJobError
-from app.services.storage_service import Storage, make_storage
+from app.storage import Storage, make_storage
 from app.workers import context
 from app.workers.celery_app import celery_app
 

@@ -23,7 +23,7 @@ from sqlalchemy import select, update
 
 from app.models import Image as ImageRow
 from app.models import Job, JobStatus, JobType
-from app.services import storage_service as ss
+from app.storage import Storage, keys
 from tests.conftest import Account, create_user
 
 PHOTOS = Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"
@@ -127,8 +127,8 @@ def error_code(r: httpx.Response) -> str:
 
 
 def stored(app: Any, account: Account, image_id: str, ext: str) -> bool:
-    storage: ss.Storage = app.state.storage
-    return storage.exists(ss.original_key(account.id, image_id, ext))
+    storage: Storage = app.state.storage
+    return storage.exists(keys.original_key(account.id, image_id, ext))
 
 
 async def thumbnail_jobs(app: Any, image_id: str) -> list[Job]:
@@ -423,11 +423,11 @@ async def test_list_is_paginated_newest_first(client: httpx.AsyncClient) -> None
 async def test_delete_removes_every_stored_object(
     client: httpx.AsyncClient, user: Account, app: Any
 ) -> None:
-    storage: ss.Storage = app.state.storage
+    storage: Storage = app.state.storage
     image_id = await upload(client, user, jpeg_bytes())
     assert (await confirm(client, user, image_id)).status_code == 200
     # what the thumbnail and an apply job would have stored
-    thumb = ss.thumbnail_key(user.id, image_id)
+    thumb = keys.thumbnail_key(user.id, image_id)
     storage.put_bytes(thumb, b"webp", "image/webp")
     job_id = uuid.uuid4()
     async with app.state.db.sessionmaker() as s:
@@ -443,15 +443,15 @@ async def test_delete_removes_every_stored_object(
             )
         )
         await s.commit()
-    result = ss.result_key(user.id, job_id, "jpg")
+    result = keys.result_key(user.id, job_id, "jpg")
     storage.put_bytes(result, b"result", "image/jpeg")
-    other_result = ss.result_key(user.id, uuid.uuid4(), "jpg")  # not from this image
+    other_result = keys.result_key(user.id, uuid.uuid4(), "jpg")  # not from this image
     storage.put_bytes(other_result, b"keep", "image/jpeg")
 
     r = await client.delete(f"/api/v1/images/{image_id}", headers=user.headers)
     assert r.status_code == 204
     assert r.content == b""
-    assert not storage.exists(ss.original_key(user.id, image_id, "jpg"))
+    assert not storage.exists(keys.original_key(user.id, image_id, "jpg"))
     assert not storage.exists(thumb)
     assert not storage.exists(result)
     assert storage.exists(other_result)

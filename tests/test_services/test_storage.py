@@ -1,5 +1,5 @@
-"""The storage service: both backends through one interface, and their presigned URLs refused
-exactly as S3 refuses them.
+"""The storage package (``app.storage``): both backends through one interface, and their
+presigned URLs refused exactly as S3 refuses them.
 
 S3 side: a moto server on 127.0.0.1 that this module starts (so these tests run in both test
 backends). moto 5 checks nothing about presigned URLs: not the signature, not the expiry, and
@@ -30,13 +30,14 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.services import storage_service as ss
-from app.services.storage_service import (
+from app.storage import (
     InvalidStorageKey,
     LocalStorage,
     S3Storage,
     Storage,
     StorageObjectNotFound,
+    keys,
+    make_storage,
 )
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, VerifyingMotoServer
 
@@ -64,7 +65,7 @@ def moto_s3() -> Iterator[VerifyingMotoServer]:
 
 @pytest.fixture(scope="module")
 def s3_storage(moto_s3: VerifyingMotoServer) -> S3Storage:
-    storage = ss.make_storage(_s3_settings(moto_s3.url))
+    storage = make_storage(_s3_settings(moto_s3.url))
     assert isinstance(storage, S3Storage)
     return storage
 
@@ -84,17 +85,17 @@ def storage(request: pytest.FixtureRequest) -> Storage:
 # ---- key layout -----------------------------------------------------------------------------
 def test_key_layout_matches_the_architecture() -> None:
     u, i, j, s = (uuid.UUID(int=n) for n in (1, 2, 3, 4))
-    assert ss.original_key(u, i, "JPG") == f"images/{u}/{i}/original.jpg"
-    assert ss.thumbnail_key(u, i) == f"images/{u}/{i}/thumbnail.webp"
-    assert ss.result_key(u, j, "png") == f"results/{u}/{j}/result.png"
-    assert ss.style_key(s, "model.pt") == f"styles/{s}/model.pt"
-    assert ss.style_key(s, "preview.webp") == f"styles/{s}/preview.webp"
-    assert ss.cube_key(s, j) == f"cubes/{s}/{j}.cube"
-    assert ss.image_prefix(u, i) == f"images/{u}/{i}/"
+    assert keys.original_key(u, i, "JPG") == f"images/{u}/{i}/original.jpg"
+    assert keys.thumbnail_key(u, i) == f"images/{u}/{i}/thumbnail.webp"
+    assert keys.result_key(u, j, "png") == f"results/{u}/{j}/result.png"
+    assert keys.style_key(s, "model.pt") == f"styles/{s}/model.pt"
+    assert keys.style_key(s, "preview.webp") == f"styles/{s}/preview.webp"
+    assert keys.cube_key(s, j) == f"cubes/{s}/{j}.cube"
+    assert keys.image_prefix(u, i) == f"images/{u}/{i}/"
     with pytest.raises(InvalidStorageKey):
-        ss.style_key(s, "../../etc/passwd")
+        keys.style_key(s, "../../etc/passwd")
     with pytest.raises(InvalidStorageKey):
-        ss.original_key(u, i, "jp/g")
+        keys.original_key(u, i, "jp/g")
 
 
 @pytest.mark.parametrize(
@@ -103,7 +104,7 @@ def test_key_layout_matches_the_architecture() -> None:
 )
 def test_unsafe_keys_are_refused(local_storage: LocalStorage, key: str) -> None:
     with pytest.raises(InvalidStorageKey):
-        ss.validate_key(key)
+        keys.validate_key(key)
     with pytest.raises(InvalidStorageKey):
         local_storage.put_bytes(key, b"x", "text/plain")
     with pytest.raises(InvalidStorageKey):
@@ -264,7 +265,7 @@ def test_moto_alone_accepts_anything() -> None:
     server = VerifyingMotoServer(verify=False)
     server.start()
     try:
-        storage = ss.make_storage(_s3_settings(server.url))
+        storage = make_storage(_s3_settings(server.url))
         key = f"images/{uuid.uuid4()}/{uuid.uuid4()}/original.jpg"
         up = storage.presign_put(key, "image/jpeg", 3, 600)
         r = _put(up.url, b"abcdef", {"Content-Type": "text/plain"})

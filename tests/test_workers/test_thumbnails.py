@@ -23,7 +23,7 @@ from PIL import Image
 from sqlalchemy import update
 
 from app.models import Image as ImageRow
-from app.services import storage_service as ss
+from app.storage import Storage, keys
 from tests.conftest import Account, WorkerProcess, wait_for_job
 
 
@@ -241,7 +241,7 @@ async def test_expired_pending_uploads_are_cleaned_up(
     """``picfilter.cleanup_expired_uploads`` in the worker: only long-expired pending uploads go."""
     from app.workers.celery_app import celery_app
 
-    storage: ss.Storage = app.state.storage
+    storage: Storage = app.state.storage
     ids = []
     for _ in range(2):
         data = b"\xff\xd8\xff" + b"\0" * 100
@@ -273,8 +273,8 @@ async def test_expired_pending_uploads_are_cleaned_up(
         await asyncio.sleep(0.3)
     else:
         raise AssertionError(f"the expired upload was not removed\n{live_worker.log_tail()}")
-    assert not storage.exists(ss.original_key(user.id, old, "jpg"))
+    assert not storage.exists(keys.original_key(user.id, old, "jpg"))
     r = await client.get(f"/api/v1/images/{recent}", headers=user.headers)
     assert r.status_code == 200
     assert r.json()["status"] == "pending"
-    assert storage.exists(ss.original_key(user.id, recent, "jpg"))
+    assert storage.exists(keys.original_key(user.id, recent, "jpg"))

@@ -1,4 +1,8 @@
-"""Key-value store for sessions and small shared state: Redis in production, in-process otherwise.
+"""Key-value store for login sessions and small shared state: Redis in production, in-process
+otherwise (``app.state.store``; the API's health check calls it "cache").
+
+It lives beside the object storage because it is the other place state is kept outside the
+database; it is not a cache (losing an entry logs a user out), hence ``kv``.
 
 Only the few operations the services need, each atomic on both backends: ``get``, ``set`` with a
 TTL, ``delete``, and ``compare_and_set`` (refresh-token rotation must not let two requests rotate
