@@ -70,7 +70,7 @@ def web_server(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) ->
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(browser_ready: None) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
