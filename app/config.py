@@ -209,6 +209,8 @@ class Settings(BaseSettings):
     # ML
     ml_device: str | None = None  # "cuda" / "cpu"; default: CUDA when present
     ml_learn_time_budget_seconds: float = 300.0
+    # A folder laid out like app/ml/weights (adaptive_3dlut/LUTs.pth + classifier.pth,
+    # nilut/nilutx3style.pt); unset: the copy shipped inside the package.
     published_weights_dir: Path | None = None
 
     @field_validator("forwarded_allow_ips")

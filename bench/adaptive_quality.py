@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app.ml import dlut
+from app.ml import dlut, weights
 from app.ml.adaptive_3dlut import fit, load_published
 from app.ml.base import TrainingPair
 from app.ml.cube_export import read_cube_file
@@ -116,7 +116,7 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
     print(f"{'method':<44} {'PSNR dB':>7} {'mean dE00':>8}   [per test photo PSNR]")
     _row("identity (before)", {n: p.before for n, p in test.items()}, test)
 
-    published_dir = data / "models" / "adaptive_3dlut"
+    published_dir = weights.adaptive_3dlut_dir()  # the copy shipped inside the package
     published = load_published(published_dir, device=device)
     _row(
         "published model (FiveK expert C)",

@@ -64,9 +64,7 @@ def run() -> None:
         )
 
     print(f"{'identity (before)':<38} {psnr(original[held], target[held]):9.2f}")
-    model = load_published_nilut(
-        data / "models" / "nilut" / "nilutx3style.pt", condition=(1, 0, 0), device=device
-    )
+    model = load_published_nilut(condition=(1, 0, 0), device=device)  # the packaged copy
     start = time.monotonic()
     per_pixel = (model.predict(original) * 255.0 + 0.5).astype(np.uint8)
     row(

@@ -146,6 +146,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.ml import weights as shipped_weights
 from app.ml.base import ProgressFn, TrainingPair, no_progress
 from app.ml.lut import LUT3D, identity_table, plain_value
 from app.ml.paths import require_path
@@ -475,16 +476,19 @@ def _load_published_net(directory: Path) -> Adaptive3DLUTNet:
 
 
 def load_published(
-    directory: Path,
+    directory: Path | None = None,
     *,
     mean_images: Sequence[np.ndarray] = (),
     device: str | torch.device | None = None,
 ) -> Adaptive3DLUTModel:
-    """Load the published sRGB paired model (``LUTs.pth`` + ``classifier.pth`` in ``directory``).
+    """Load the published sRGB paired model (``LUTs.pth`` + ``classifier.pth`` in ``directory``;
+    default: the copy shipped in :mod:`app.ml.weights`).
 
     ``mean_weights`` (used by :meth:`~Adaptive3DLUTModel.bake`) is the mean of the weights
     predicted for ``mean_images``, or ``(1, 0, 0)`` when none are given.
     """
+    if directory is None:
+        directory = shipped_weights.adaptive_3dlut_dir()
     model = Adaptive3DLUTModel(_load_published_net(directory), device=device)
     if mean_images:
         model.mean_weights = np.mean([model.predict_weights(im) for im in mean_images], axis=0)

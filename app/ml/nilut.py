@@ -80,6 +80,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.ml import weights as shipped_weights
 from app.ml.base import ProgressFn, TrainingPair, no_progress
 from app.ml.lut import LUT3D, plain_value
 from app.ml.paths import require_path
@@ -303,7 +304,7 @@ class NILUTModel:
 
 
 def load_published_nilut(
-    path: Path,
+    path: Path | None = None,
     *,
     condition: Sequence[float] | None = (1.0, 0.0, 0.0),
     device: str | torch.device | None = None,
@@ -312,8 +313,11 @@ def load_published_nilut(
 
     The file is a dict whose ``"model"`` entry is the network's state_dict; the shapes give
     ``in_features``, ``H`` and ``L``. Styles: [1,0,0] = LUT01, [0,1,0] = LUT03, [0,0,1] = LUT04.
-    ``path`` is a ``Path`` (a ``str`` is a TypeError).
+    ``path`` is a ``Path`` (a ``str`` is a TypeError); default: the copy shipped in
+    :mod:`app.ml.weights`.
     """
+    if path is None:
+        path = shipped_weights.nilut_checkpoint()
     ckpt = torch.load(require_path(path, "NILUT checkpoint"), map_location="cpu", weights_only=True)
     weights = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
     linear_ids = sorted(

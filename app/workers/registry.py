@@ -2,8 +2,10 @@
 
 Learned styles are small and stored per style, so what is worth loading once is: the published
 image-adaptive 3D-LUT weights (the default starting point of ``adaptive_3dlut`` learning), the
-published NILUT, and the compiled LUT applier (its JIT warm-up). Missing published weights are
-not an error: learning then starts from scratch.
+published NILUT, and the compiled LUT applier (its JIT warm-up). The weights ship inside the
+package (:mod:`app.ml.weights`); the ``PUBLISHED_WEIGHTS_DIR`` setting may point to another folder
+of the same layout. Missing weights there are not an error (a warning): learning then starts from
+scratch.
 """
 
 from __future__ import annotations
@@ -13,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from app.config import Settings
+from app.ml import weights
 
 log = logging.getLogger("picfilter.worker")
 
 
-def published_weights_dir(settings: Settings) -> Path | None:
-    candidates = [settings.published_weights_dir] if settings.published_weights_dir else []
-    here = Path(__file__).resolve().parents[3] / "shared" / "data" / "models"
-    candidates.append(here)
-    for c in candidates:
-        if c is not None and c.is_dir():
-            return c
-    return None
+def published_weights_dir(settings: Settings) -> Path:
+    """Where the published weights lie: ``PUBLISHED_WEIGHTS_DIR`` when set, else the copy that
+    ships inside the package (:mod:`app.ml.weights`)."""
+    return settings.published_weights_dir or weights.PACKAGED
 
 
 def load_model_registry(settings: Settings) -> dict[str, Any]:
@@ -37,12 +36,13 @@ def load_model_registry(settings: Settings) -> dict[str, Any]:
             warm()
     except Exception:  # the worker still runs; the first apply compiles instead
         log.warning("LUT applier warm-up failed", exc_info=True)
-    weights = published_weights_dir(settings)
-    if weights is not None:
-        adaptive = weights / "adaptive_3dlut"
-        if (adaptive / "LUTs.pth").is_file():
-            registry["adaptive_3dlut_init"] = str(adaptive)
-        nilut = weights / "nilut" / "nilutx3style.pt"
-        if nilut.is_file():
-            registry["nilut_published"] = str(nilut)
+    root = published_weights_dir(settings)
+    adaptive = weights.adaptive_3dlut_dir(root)
+    if (adaptive / "LUTs.pth").is_file() and (adaptive / "classifier.pth").is_file():
+        registry["adaptive_3dlut_init"] = str(adaptive)
+    else:
+        log.warning("no adaptive 3D LUT weights in %s: learning starts from scratch", root)
+    nilut = weights.nilut_checkpoint(root)
+    if nilut.is_file():
+        registry["nilut_published"] = str(nilut)
     return registry

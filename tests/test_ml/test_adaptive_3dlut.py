@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from app.ml import weights
 from app.ml.adaptive_3dlut import (
     CANDIDATES,
     Adaptive3DLUTModel,
@@ -25,18 +25,12 @@ from app.ml.adaptive_3dlut import (
 from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D, identity_table
 from app.ml.torch_utils import published_to_table, table_to_published, trilinear_lookup_published
-from bench import shared_data_dir
 
 
 @pytest.fixture(scope="module")
 def published_dir() -> Path:
-    """The published weights; absent data skips here and fails the run under ``CI=true``."""
-    path = shared_data_dir() / "models" / "adaptive_3dlut"
-    if not (path / "LUTs.pth").is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: the published weights {path} must be present")
-        pytest.skip(f"published weights {path} are absent")
-    return path
+    """The published weights, as shipped inside the package."""
+    return weights.adaptive_3dlut_dir()
 
 
 @pytest.fixture(scope="module")

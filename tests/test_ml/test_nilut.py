@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.ml import weights
 from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D
 from app.ml.metrics import psnr
@@ -47,7 +48,7 @@ def _pair(look, seed: int = 0, size: int = 96) -> TrainingPair:  # type: ignore[
 def shared_data() -> Path:
     """``../shared/data``; absent, it skips here and fails the run under ``CI=true``."""
     path = shared_data_dir()
-    if not (path / "models" / "nilut" / "nilutx3style.pt").is_file():
+    if not (path / "halds" / "Original_Image.png").is_file():
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true: the shared data {path} must be present")
         pytest.skip(f"shared data {path} is absent")
@@ -55,8 +56,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="module")
-def published(shared_data: Path) -> NILUTModel:
-    return load_published_nilut(shared_data / "models" / "nilut" / "nilutx3style.pt")
+def published() -> NILUTModel:
+    """The published checkpoint, as shipped inside the package."""
+    return load_published_nilut(weights.nilut_checkpoint())
 
 
 def test_layer_stack_matches_the_published_state_dict_keys() -> None:
