@@ -26,7 +26,7 @@ MODEL_REGISTRY: dict[str, Any] = {}
 def transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
