@@ -23,33 +23,19 @@ import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Body
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
 from app.dependencies import CurrentUser, OptionalUser, SessionDep, StorageDep
 from app.errors import Conflict
 from app.models import JobStatus, JobType
 from app.schemas.common import ErrorResponse
+from app.schemas.job import ResultsZipRequest
+from app.schemas.style import LutOut
 from app.services import job_service, style_service
+from app.storage import Storage
 
 router = APIRouter(tags=["web client"])
 _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (401, 404, 409)}
-
-
-class LutOut(BaseModel):
-    """A 3D LUT for in-browser previews: ``size``^3 RGB entries, red index fastest (the
-    ``.cube`` order, which is also WebGL's x-fastest ``texImage3D`` order)."""
-
-    size: int = Field(description="points per axis")
-    domain_min: list[float]
-    domain_max: list[float]
-    lo: float = Field(description="value of code 0")
-    hi: float = Field(description="value of code 65535")
-    data: str = Field(
-        description="base64 of little-endian uint16 codes, size^3 * 3 of them (R, G, B per "
-        "entry); value = lo + (hi - lo) * code / 65535"
-    )
-    lut_key_version: str = Field(description="changes when the style's LUT changes (caching)")
 
 
 def _lut_json(text: bytes) -> dict[str, Any]:
@@ -99,7 +85,7 @@ def _result_name(result: dict[str, Any], key: str) -> str:
     return os.path.basename(name) or os.path.basename(key)
 
 
-def _write_zip(storage: Any, entries: list[tuple[str, str]]) -> str:
+def _write_zip(storage: Storage, entries: list[tuple[str, str]]) -> str:
     fd, path = tempfile.mkstemp(prefix="picfilter-results-", suffix=".zip")
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
@@ -111,10 +97,6 @@ def _write_zip(storage: Any, entries: list[tuple[str, str]]) -> str:
         os.unlink(path)
         raise
     return path
-
-
-class ResultsZipRequest(BaseModel):
-    job_ids: list[uuid.UUID] = Field(min_length=1, max_length=100)
 
 
 @router.post(

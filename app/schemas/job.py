@@ -4,6 +4,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from app.models import JobStatus, JobType
 from app.schemas.common import ORMModel
 
@@ -21,3 +23,7 @@ class JobOut(ORMModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ResultsZipRequest(BaseModel):
+    job_ids: list[uuid.UUID] = Field(min_length=1, max_length=100)

@@ -50,7 +50,7 @@ from app.models import (
     Visibility,
 )
 from app.schemas.auth import UserPublic
-from app.schemas.style import StyleOut
+from app.schemas.style import MAX_TAG_LENGTH, MAX_TAGS, StyleOut
 from app.services import job_service
 
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ if TYPE_CHECKING:
 ASPECT_TOLERANCE = 0.01
 LEARNABLE_MODELS = ("auto", "dlut", "nilut", "adaptive_3dlut")
 EXPORT_SIZES = (17, 33, 65)
-MAX_TAGS = 20
-MAX_TAG_LENGTH = 40
 
 
 # ---- lookups and serialization --------------------------------------------------------------
