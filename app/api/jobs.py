@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from app.dependencies import CurrentUser, SessionDep, SettingsDep, rate_limit
-from app.models import Job, JobStatus, JobType, Style
+from app.models import Job, JobStatus, JobType
 from app.schemas.common import Page
 from app.schemas.job import JobOut
 from app.services import events, job_service, style_service
@@ -48,10 +48,7 @@ async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) 
     """Cancel a queued or processing job (409 if it already finished). Cancelling a learn job
     puts its style back as it was (ready with its previous model, or failed)."""
     job = await job_service.cancel_job(session, user, job_id)
-    if job.type == JobType.learn_style and job.style_id is not None:
-        style = await session.get(Style, job.style_id)
-        if style is not None:
-            await style_service.settle_training(session, style)
+    await style_service.settle_after_cancel(session, job)
     return job
 
 

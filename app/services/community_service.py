@@ -38,7 +38,6 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -57,9 +56,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import BadRequest, Forbidden, NotFound
 from app.models import Comment, Rating, Style, User, Visibility
+from app.models.base import utcnow
 from app.schemas.auth import UserPublic
 from app.schemas.community import CommentOut, RatingOut
 from app.services.pagination import decode_cursor, encode_cursor, parse_datetime
+from app.services.style_rules import rating_average
 from app.services.style_service import get_visible_style, style_not_found
 
 PRIOR_MEAN = 3.0  # m: the score an unknown style is assumed to have
@@ -71,15 +72,6 @@ def bayesian_score(rating_sum: int, rating_count: int) -> float:
     if rating_count <= 0:
         return 0.0
     return (PRIOR_WEIGHT * PRIOR_MEAN + rating_sum) / (PRIOR_WEIGHT + rating_count)
-
-
-def rating_average(rating_sum: int, rating_count: int) -> float | None:
-    """The plain mean, 2 decimals (as ``StyleOut.rating_avg``); None when unrated."""
-    return round(rating_sum / rating_count, 2) if rating_count > 0 else None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _counter_values(delta_sum: Any, delta_count: Any) -> dict[str, Any]:
@@ -163,7 +155,7 @@ async def create_comment(
 ) -> CommentOut:
     """Comment on a visible style (the body is already trimmed and validated)."""
     await get_visible_style(session, style_id, user)
-    now = _now()
+    now = utcnow()
     comment = Comment(
         id=uuid.uuid4(),
         style_id=style_id,
@@ -210,7 +202,7 @@ async def update_comment(
     comment, author, _ = await _load_comment(session, comment_id, user)
     if comment.author_id != user.id:
         raise Forbidden("Only the comment's author can edit it", code="not_comment_author")
-    now = _now()
+    now = utcnow()
     comment.body = body
     comment.edited_at = now
     comment.updated_at = now
@@ -311,7 +303,7 @@ async def _upsert_rating(
         "style_id": style_id,
         "user_id": user_id,
         "score": score,
-        "now": _now(),
+        "now": utcnow(),
     }
     if session.get_bind().dialect.name == "postgresql":
         inserted, old_score = (await session.execute(_PG_UPSERT, params)).one()

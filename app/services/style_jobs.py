@@ -32,18 +32,19 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import case, select, update
+from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db import SyncDatabase
 from app.models import Image as ImageRow
 from app.models import Style, StyleModelKind, StyleStatus
+from app.models.base import utcnow
 from app.services.job_service import JobContext, PermanentJobError
+from app.services.style_rules import learn_stop_reason, settle_learn_update, slugify
 from app.storage import StorageObjectNotFound, make_storage
 from app.storage.keys import cube_key, result_key, style_key
 
@@ -110,10 +111,6 @@ class ModelCache:
 
 
 MODEL_CACHE = ModelCache()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def version_key(style_id: uuid.UUID | str, version: int, name: str) -> str:
@@ -489,7 +486,7 @@ def _publish(
                 model=kind,
                 metrics=metrics,
                 error=None,
-                updated_at=_now(),
+                updated_at=utcnow(),
                 **keys,
             )
             .execution_options(synchronize_session=False)
@@ -508,27 +505,14 @@ def on_learn_fail(ctx: JobContext, message: str) -> None:
 
 
 def settle_learn(db: SyncDatabase, params: dict[str, Any], message: str) -> None:
-    """Set the style of a learn job that ended without a model back: ``ready`` if it still has
-    a model (the previous one), else ``failed``; only while the style still belongs to this
-    learn. Called by the worker's failure hook and by the stuck-job sweep."""
-    reason = "learning was cancelled" if message == "cancelled" else message
+    """Set the style of a learn job that ended without a model back (the rule of
+    :func:`app.services.style_rules.settle_learn_update`, as the API side applies it). Called
+    by the worker's failure hook and by the stuck-job sweep."""
+    cancelled = message == "cancelled"
+    reason = learn_stop_reason(None if cancelled else message, cancelled=cancelled)
     with db.session() as s:
         s.execute(
-            update(Style)
-            .where(
-                Style.id == uuid.UUID(params["style_id"]),
-                Style.model_version == int(params["model_version"]),
-                Style.status == StyleStatus.training,
-            )
-            .values(
-                status=case(
-                    (Style.model_key.is_(None), StyleStatus.failed.value),
-                    else_=StyleStatus.ready.value,
-                ),
-                error=reason,
-                updated_at=_now(),
-            )
-            .execution_options(synchronize_session=False)
+            settle_learn_update(uuid.UUID(params["style_id"]), int(params["model_version"]), reason)
         )
 
 
@@ -581,7 +565,7 @@ def apply(ctx: JobContext) -> dict[str, Any]:
     if info.orientation in (5, 6, 7, 8):  # as displayed
         width, height = height, width
     stem = os.path.splitext(image.filename or "image")[0][:80] or "image"
-    filename = f"{_slug(stem)}_{_slug(style.name)}.{FORMAT_EXT[fmt]}"
+    filename = f"{slugify(stem)}_{slugify(style.name)}.{FORMAT_EXT[fmt]}"
     return {
         "result_url": storage.presign_get(key, expires_in=RESULT_URL_TTL, filename=filename),
         "result_key": key,
@@ -596,12 +580,6 @@ def apply(ctx: JobContext) -> dict[str, Any]:
 
 # Presigned result/download URLs are stored in the job row; they stay valid this long.
 RESULT_URL_TTL = 24 * 3600
-
-
-def _slug(name: str) -> str:
-    from app.services.style_service import slugify
-
-    return slugify(name)
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -631,7 +609,7 @@ def export(ctx: JobContext) -> dict[str, Any]:
     except BaseException:
         delete_keys(storage, [key])
         raise
-    filename = p.get("filename") or f"{_slug(style.name)}_{size}.cube"
+    filename = p.get("filename") or f"{slugify(style.name)}_{size}.cube"
     return {
         "download_url": storage.presign_get(key, expires_in=RESULT_URL_TTL, filename=filename),
         "size": size,

@@ -1,4 +1,4 @@
-"""Styles (API side): CRUD, visibility, submitting learn/apply/export jobs, import and fork.
+"""Styles (API side): CRUD, visibility, submitting learn/apply/export jobs, cancelling a learn.
 
 Visibility (API.md): a ``private`` style exists only for its owner (everyone else gets the same
 404 as for a missing id), an ``unlisted`` one is readable by anyone with its id, a ``public`` one
@@ -14,17 +14,16 @@ superseded job cannot overwrite a newer model). Stored objects live under versio
 (``styles/{id}/v{n}/model.pt``, ``lut.cube``, ``preview.webp``); the row's ``model_key``,
 ``lut_key`` and ``preview_key`` switch to the new ones in one UPDATE, so a concurrent apply reads
 either the old or the new model, never a half-written one. The worker side is
-:mod:`app.services.style_jobs`.
+:mod:`app.services.style_jobs`, import and fork are :mod:`app.services.style_sharing`; what both
+sides share (slugs, settling a stopped learn, the rating mean) is :mod:`app.services.style_rules`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -33,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from app.config import Settings
-from app.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.ml.options import OptionsError, validate_options
 from app.models import (
     Image,
@@ -42,16 +41,22 @@ from app.models import (
     JobStatus,
     JobType,
     Style,
-    StyleModelKind,
     StyleStatus,
     StyleTrainingImage,
     TrainingRole,
     User,
     Visibility,
 )
+from app.models.base import utcnow
 from app.schemas.auth import UserPublic
-from app.schemas.style import MAX_TAG_LENGTH, MAX_TAGS, StyleOut
+from app.schemas.style import StyleOut
 from app.services import job_service
+from app.services.style_rules import (
+    learn_stop_reason,
+    rating_average,
+    settle_learn_update,
+    slugify,
+)
 
 if TYPE_CHECKING:
     from app.storage import Storage
@@ -60,6 +65,8 @@ if TYPE_CHECKING:
 ASPECT_TOLERANCE = 0.01
 LEARNABLE_MODELS = ("auto", "dlut", "nilut", "adaptive_3dlut")
 EXPORT_SIZES = (17, 33, 65)
+MAX_TAGS = 20
+MAX_TAG_LENGTH = 40
 
 
 # ---- lookups and serialization --------------------------------------------------------------
@@ -97,13 +104,6 @@ async def get_owned_style(
     return style
 
 
-def rating_avg(style: Style) -> float | None:
-    """The plain mean of the ratings, 2 decimals; None when unrated."""
-    if not style.rating_count:
-        return None
-    return round(style.rating_sum / style.rating_count, 2)
-
-
 def style_out(style: Style, owner: User, storage: Storage) -> StyleOut:
     """The API representation of a style (every endpoint, lists included).
 
@@ -122,7 +122,7 @@ def style_out(style: Style, owner: User, storage: Storage) -> StyleOut:
         preview_url=preview_url,
         metrics=style.metrics,
         error=style.error,
-        rating_avg=rating_avg(style),
+        rating_avg=rating_average(style.rating_sum or 0, style.rating_count or 0),
         rating_count=style.rating_count or 0,
         comment_count=style.comment_count or 0,
         apply_count=style.apply_count or 0,
@@ -130,16 +130,6 @@ def style_out(style: Style, owner: User, storage: Storage) -> StyleOut:
         created_at=style.created_at,
         updated_at=style.updated_at,
     )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def slugify(name: str) -> str:
-    """A file-name-safe slug of a style name (``"Teal & Orange!"`` -> ``"teal-orange"``)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    return slug[:60].strip("-") or "style"
 
 
 def normalize_tags(tags: Sequence[str] | None, field: str = "tags") -> list[str]:
@@ -203,7 +193,8 @@ async def _latest_learn_job(session: AsyncSession, style_id: uuid.UUID) -> Job |
 async def settle_training(session: AsyncSession, style: Style) -> None:
     """A style left in ``training`` by a learn job that ended without reaching the worker's
     failure hook (cancelled while queued, failed by the stuck-job sweep) goes back to its
-    previous state: ``ready`` if it still has a model, else ``failed``."""
+    previous state (:func:`app.services.style_rules.settle_learn_update`, the rule the worker
+    side applies too): ``ready`` if it still has a model, else ``failed``."""
     if style.status != StyleStatus.training:
         return
     job = await _latest_learn_job(session, style.id)
@@ -211,28 +202,23 @@ async def settle_training(session: AsyncSession, style: Style) -> None:
         return
     if job is not None and job.params.get("model_version") not in (None, style.model_version):
         return
-    reason = (job.error if job is not None else None) or (
-        "learning was cancelled"
-        if job is not None and job.status == JobStatus.cancelled
-        else "learning stopped"
+    reason = learn_stop_reason(
+        job.error if job is not None else None,
+        cancelled=job is not None and job.status == JobStatus.cancelled,
     )
-    res = await session.execute(
-        update(Style)
-        .where(
-            Style.id == style.id,
-            Style.status == StyleStatus.training,
-            Style.model_version == style.model_version,
-        )
-        .values(
-            status=StyleStatus.ready if style.model_key else StyleStatus.failed,
-            error=reason,
-            updated_at=_now(),
-        )
-        .execution_options(synchronize_session=False)
-    )
+    res = await session.execute(settle_learn_update(style.id, style.model_version, reason))
     if getattr(res, "rowcount", 0) == 1:
-        style.status = StyleStatus.ready if style.model_key else StyleStatus.failed
-        style.error = reason
+        await session.refresh(style, ["status", "error", "updated_at"])
+
+
+async def settle_after_cancel(session: AsyncSession, job: Job) -> None:
+    """After a job was cancelled: a learn job's style goes back as it was (ready with its
+    previous model, or failed) at once, without waiting for the worker's failure hook."""
+    if job.type != JobType.learn_style or job.style_id is None:
+        return
+    style = await session.get(Style, job.style_id)
+    if style is not None:
+        await settle_training(session, style)
 
 
 async def get_style(session: AsyncSession, style_id: uuid.UUID, user: User | None) -> Style:
@@ -255,7 +241,7 @@ async def update_style(
         style.tags = normalize_tags(changes["tags"])
     if "visibility" in changes and changes["visibility"] is not None:
         style.visibility = Visibility(changes["visibility"])
-    style.updated_at = _now()
+    style.updated_at = utcnow()
     await session.flush()
     return style
 
@@ -280,7 +266,7 @@ async def delete_style(
     removes what it wrote (see :mod:`app.services.style_jobs`).
     """
     style = await get_owned_style(session, style_id, user)
-    now = _now()
+    now = utcnow()
     await session.execute(
         update(Job)
         .where(
@@ -303,7 +289,7 @@ class PairIds:
     after_image_id: uuid.UUID
 
 
-def _bad_item(message: str, code: str, field: str, **extra: Any) -> InvalidInput:
+def bad_item(message: str, code: str, field: str, **extra: Any) -> InvalidInput:
     return InvalidInput(message, code=code, details={"field": field, **extra})
 
 
@@ -319,9 +305,9 @@ def _check_image(
 ) -> Image:
     image = images.get(image_id)
     if image is None or image.owner_id != user.id:
-        raise _bad_item(f"{field}: image {image_id} not found", "image_not_found", field)
+        raise bad_item(f"{field}: image {image_id} not found", "image_not_found", field)
     if image.status != ImageStatus.confirmed or not image.width or not image.height:
-        raise _bad_item(
+        raise bad_item(
             f"{field}: image {image_id} is not confirmed (status {image.status.value})",
             "image_not_confirmed",
             field,
@@ -352,15 +338,15 @@ async def submit_learn(
     style = await get_owned_style(session, style_id, user)
     model = str(model)
     if model not in LEARNABLE_MODELS:
-        raise _bad_item(f"model {model!r} cannot be learned", "invalid_model", "model")
+        raise bad_item(f"model {model!r} cannot be learned", "invalid_model", "model")
     if not pairs and not reference_image_ids:
-        raise _bad_item(
+        raise bad_item(
             "Give pairs and/or reference_image_ids (at least one image)",
             "no_training_images",
             "pairs",
         )
     if model == "adaptive_3dlut" and not pairs:
-        raise _bad_item(
+        raise bad_item(
             "adaptive_3dlut learns from before/after pairs; learn reference images with dlut "
             "or nilut",
             "pairs_required",
@@ -369,7 +355,7 @@ async def submit_learn(
     try:
         options = validate_options(model, options, paired=bool(pairs))
     except OptionsError as exc:
-        raise _bad_item(
+        raise bad_item(
             f"options.{exc.field}: {exc.message}" if exc.field else str(exc),
             "invalid_option",
             f"options.{exc.field}" if exc.field else "options",
@@ -378,7 +364,7 @@ async def submit_learn(
         ) from None
     total = len(pairs) + len(reference_image_ids)
     if total > settings.max_learn_items:
-        raise _bad_item(
+        raise bad_item(
             f"At most {settings.max_learn_items} pairs and references together, got {total}",
             "too_many_training_images",
             "pairs" if len(pairs) > settings.max_learn_items else "reference_image_ids",
@@ -390,7 +376,7 @@ async def submit_learn(
         before = _check_image(images, pair.before_image_id, user, f"pairs[{i}].before_image_id")
         after = _check_image(images, pair.after_image_id, user, f"pairs[{i}].after_image_id")
         if pair.before_image_id == pair.after_image_id:
-            raise _bad_item(
+            raise bad_item(
                 f"pairs[{i}]: before and after are the same image",
                 "same_image",
                 f"pairs[{i}].after_image_id",
@@ -398,7 +384,7 @@ async def submit_learn(
         ratio_b = (before.width or 1) / (before.height or 1)
         ratio_a = (after.width or 1) / (after.height or 1)
         if abs(math.log(ratio_b / ratio_a)) > ASPECT_TOLERANCE:
-            raise _bad_item(
+            raise bad_item(
                 f"pairs[{i}]: the after image ({after.width}x{after.height}) does not have the "
                 f"aspect ratio of the before image ({before.width}x{before.height})",
                 "aspect_ratio_mismatch",
@@ -418,7 +404,7 @@ async def submit_learn(
     claimed = await session.execute(
         update(Style)
         .where(Style.id == style.id, Style.model_version == style.model_version)
-        .values(status=StyleStatus.training, model_version=version, error=None, updated_at=_now())
+        .values(status=StyleStatus.training, model_version=version, error=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if getattr(claimed, "rowcount", 0) != 1:
@@ -532,7 +518,7 @@ async def submit_export(
     style = await get_visible_style(session, style_id, user)
     _require_model(style)
     if size not in EXPORT_SIZES:
-        raise _bad_item(f"size must be one of {EXPORT_SIZES}", "invalid_size", "size")
+        raise bad_item(f"size must be one of {EXPORT_SIZES}", "invalid_size", "size")
     params = {
         "style_id": str(style.id),
         "size": size,
@@ -544,123 +530,3 @@ async def submit_export(
     )
     await session.flush()
     return job
-
-
-# ---- import / fork --------------------------------------------------------------------------
-async def _add_with_objects(session: AsyncSession, style: Style, storage: Storage) -> Style:
-    """Insert a style whose objects are already stored; if its row cannot be written, the
-    objects go too, so storage never keeps files of a style that does not exist."""
-    try:
-        session.add(style)
-        await session.flush()
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(delete_style_objects, storage, style.id)
-        raise
-    return style
-
-
-async def import_style(
-    session: AsyncSession,
-    user: User,
-    storage: Storage,
-    settings: Settings,
-    *,
-    data: bytes,
-    filename: str | None,
-    name: str,
-    description: str = "",
-    tags: Sequence[str] | None = None,
-    visibility: Visibility = Visibility.private,
-) -> Style:
-    """A ``ready`` style (model ``imported``) from a ``.cube`` file.
-
-    The file is parsed in a thread (422 ``invalid_cube`` quoting the parser's line-numbered
-    message); the model, the LUT and a preview (a built-in color chart rendered with the LUT)
-    are stored before the row is flushed, and removed again if anything after that fails.
-    """
-    from app.ml.cube_export import CubeParseError
-    from app.services import style_jobs
-
-    if len(data) > settings.max_cube_bytes:
-        raise PayloadTooLarge(
-            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
-            code="cube_too_large",
-            details={"field": "file", "limit": settings.max_cube_bytes},
-        )
-    if not name.strip():
-        raise _bad_item("name must not be blank", "invalid_name", "name")
-    if not data.strip():
-        raise _bad_item("The .cube file is empty", "invalid_cube", "file")
-    clean_tags = normalize_tags(tags)
-    style_id = uuid.uuid4()
-    try:
-        stored = await anyio.to_thread.run_sync(
-            style_jobs.store_imported_cube, storage, style_id, data, filename or "", name
-        )
-    except CubeParseError as exc:
-        raise InvalidInput(
-            f"Invalid .cube file: {exc}",
-            code="invalid_cube",
-            details={"field": "file", "line": exc.line},
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise _bad_item(
-            f"Invalid .cube file: not text ({exc.reason})", "invalid_cube", "file"
-        ) from exc
-    style = Style(
-        id=style_id,
-        owner_id=user.id,
-        name=name.strip(),
-        description=description or "",
-        tags=clean_tags,
-        visibility=visibility,
-        status=StyleStatus.ready,
-        model=StyleModelKind.imported,
-        metrics=stored.metrics,
-        model_key=stored.model_key,
-        lut_key=stored.lut_key,
-        preview_key=stored.preview_key,
-        model_version=1,
-    )
-    style.owner = user
-    return await _add_with_objects(session, style, storage)
-
-
-async def fork_style(
-    session: AsyncSession, style_id: uuid.UUID, user: User, storage: Storage
-) -> Style:
-    """A private copy of a visible, ready style, owned by the caller (objects copied)."""
-    from app.services import style_jobs
-
-    source = await get_visible_style(session, style_id, user)
-    if source.status != StyleStatus.ready or not source.model_key:
-        raise Conflict(
-            f"Only a ready style can be forked (this one is {source.status.value})",
-            code="style_not_ready",
-        )
-    new_id = uuid.uuid4()
-    keys = await anyio.to_thread.run_sync(
-        style_jobs.copy_style_objects,
-        storage,
-        new_id,
-        {"model": source.model_key, "lut": source.lut_key, "preview": source.preview_key},
-    )
-    fork = Style(
-        id=new_id,
-        owner_id=user.id,
-        name=source.name,
-        description=source.description or "",
-        tags=list(source.tags or []),
-        visibility=Visibility.private,
-        status=StyleStatus.ready,
-        model=source.model,
-        metrics=source.metrics,
-        model_key=keys.get("model"),
-        lut_key=keys.get("lut"),
-        preview_key=keys.get("preview"),
-        model_version=1,
-        forked_from_id=source.id,
-    )
-    fork.owner = user
-    return await _add_with_objects(session, fork, storage)

@@ -1,0 +1,73 @@
+"""Rules the two sides of styles share: the API side (:mod:`app.services.style_service`,
+async) and the worker side (:mod:`app.services.style_jobs`, sync) both import this module and
+never each other.
+
+* :func:`slugify`: the file-name-safe form of a style name (export and result file names);
+* :func:`settle_learn_update`: the one rule for a style whose learn job ended without a model
+  (failed, cancelled, lost): it goes back to ``ready`` if it still has a model (the previous
+  one), else to ``failed``, and only while the style still belongs to that learn
+  (``model_version``) and is still ``training``; a statement, so the async and the sync session
+  run the very same rule;
+* :func:`rating_average`: the plain mean of a style's ratings shown as ``rating_avg``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from sqlalchemy import Update, case, update
+
+from app.models import Style, StyleStatus
+from app.models.base import utcnow
+
+
+def slugify(name: str) -> str:
+    """A file-name-safe slug of a style name.
+
+    >>> slugify("Teal & Orange!")
+    'teal-orange'
+    >>> slugify("!!!")
+    'style'
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:60].strip("-") or "style"
+
+
+def learn_stop_reason(error: str | None, *, cancelled: bool) -> str:
+    """The ``error`` a settled style shows: the job's error, else why the learn stopped."""
+    if error:
+        return error
+    return "learning was cancelled" if cancelled else "learning stopped"
+
+
+def settle_learn_update(style_id: uuid.UUID, model_version: int, reason: str) -> Update:
+    """The UPDATE that settles a style left in ``training`` by the learn of ``model_version``:
+    ``ready`` if it still has a model, else ``failed`` (see the module doc). It matches no row
+    once the style left ``training`` or moved on to a newer learn."""
+    return (
+        update(Style)
+        .where(
+            Style.id == style_id,
+            Style.model_version == model_version,
+            Style.status == StyleStatus.training,
+        )
+        .values(
+            status=case(
+                (Style.model_key.is_(None), StyleStatus.failed.value),
+                else_=StyleStatus.ready.value,
+            ),
+            error=reason,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def rating_average(rating_sum: int, rating_count: int) -> float | None:
+    """The plain mean of the ratings, 2 decimals; None when unrated.
+
+    >>> rating_average(9, 2), rating_average(0, 0)
+    (4.5, None)
+    """
+    return round(rating_sum / rating_count, 2) if rating_count > 0 else None
