@@ -1,6 +1,6 @@
 """``/api/v1/styles``: CRUD, gallery listing, learn, apply, export, import and fork.
 
-Thin routes: validation of the request shape here, rules and transactions in
+Thin routes: request shapes in :mod:`app.schemas.style`, rules and transactions in
 :mod:`app.services.style_service` (the gallery listing in :mod:`app.services.gallery_service`).
 Long work (learning, applying, exporting) is a job: the route answers ``202`` with the job, which
 the client polls at ``GET /api/v1/jobs/{id}``.
@@ -24,16 +24,7 @@ from fastapi import (
     status,
 )
 from fastapi.exceptions import RequestValidationError
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import TypeAdapter, ValidationError
 
 from app.dependencies import (
     CurrentUser,
@@ -46,9 +37,23 @@ from app.dependencies import (
 )
 from app.errors import NotAuthenticated, PayloadTooLarge
 from app.models import StyleModelKind, Visibility
-from app.schemas.common import ErrorResponse, Page, Text, TextJSON
+from app.schemas.common import ErrorResponse, Page, Text
 from app.schemas.job import JobOut
-from app.schemas.style import StyleOut
+from app.schemas.style import (
+    ApplyBatchOut,
+    ApplyRequest,
+    Cursor,
+    ExportRequest,
+    LearnRequest,
+    Owner,
+    SearchText,
+    StyleCreate,
+    StyleDescription,
+    StyleName,
+    StyleOut,
+    StylePatch,
+    TagFilter,
+)
 from app.services import gallery_service, style_service, style_sharing
 from app.services.style_service import PairIds, style_out
 
@@ -58,122 +63,6 @@ job_limit = [Depends(rate_limit("jobs"))]
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
-
-
-# Every string is a `Text` (no NUL); one place for each kind of field's limits.
-StyleName = Annotated[Text, StringConstraints(min_length=1, max_length=100)]
-StyleDescription = Annotated[Text, StringConstraints(max_length=5000)]
-Tag = Annotated[Text, StringConstraints(min_length=1, max_length=style_service.MAX_TAG_LENGTH)]
-TagFilter = Annotated[Text, StringConstraints(max_length=style_service.MAX_TAG_LENGTH)]
-SearchText = Annotated[Text, StringConstraints(max_length=200)]
-Owner = Annotated[Text, StringConstraints(max_length=50)]
-Cursor = Annotated[Text, StringConstraints(max_length=1000)]
-
-
-# ---- request bodies -------------------------------------------------------------------------
-class StyleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: StyleName = Field(examples=["Golden hour"])
-    description: StyleDescription = ""
-    tags: list[Tag] = Field(default_factory=list, max_length=style_service.MAX_TAGS)
-    visibility: Visibility = Visibility.private
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be blank")
-        return v
-
-
-class StylePatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: StyleName | None = None
-    description: StyleDescription | None = None
-    tags: list[Tag] | None = Field(None, max_length=style_service.MAX_TAGS)
-    visibility: Visibility | None = None
-
-    @field_validator("name", "visibility", mode="before")
-    @classmethod
-    def _not_null(cls, v: Any) -> Any:
-        if v is None:
-            raise ValueError("must not be null")
-        if isinstance(v, str) and not v.strip():
-            raise ValueError("must not be blank")
-        return v
-
-
-# Options the server sets itself (a path on the worker's disk). Every other option is checked
-# by the model's typed options model (app.ml.options) when the job is submitted.
-RESERVED_OPTIONS = {"init_weights"}
-
-
-class PairIn(BaseModel):
-    before_image_id: uuid.UUID
-    after_image_id: uuid.UUID
-
-
-class LearnRequest(BaseModel):
-    model: Literal["auto", "dlut", "nilut", "adaptive_3dlut"] = Field(
-        "auto",
-        description="auto (the default) tries dlut, adaptive_3dlut and nilut and keeps the best "
-        "on held-out photos (metrics.auto says which and why)",
-    )
-    pairs: list[PairIn] = Field(default_factory=list, max_length=1000)
-    reference_image_ids: list[uuid.UUID] = Field(default_factory=list, max_length=1000)
-    options: dict[Text, TextJSON] = Field(
-        default_factory=dict,
-        description='model-specific knobs (app/ml/options.py), e.g. {"lut_size": 33}; an unknown '
-        "option, a wrong type or a value out of range is a 422. time_budget_s caps the learning "
-        "time (never above the server's budget).",
-    )
-
-    @field_validator("options")
-    @classmethod
-    def _small(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if len(v) > 50 or len(repr(v)) > 10_000:
-            raise ValueError("too many or too large options")
-        reserved = sorted(RESERVED_OPTIONS & set(v))
-        if reserved:
-            raise ValueError(f"option {reserved[0]!r} is set by the server")
-        return v
-
-
-class ApplyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    image_id: uuid.UUID | None = None
-    image_ids: list[uuid.UUID] | None = Field(
-        None,
-        min_length=1,
-        max_length=100,
-        description="batch form: one job per distinct image (a repeated id counts once); the "
-        "batch counts as that many job submissions against the rate limit",
-    )
-    strength: float = Field(1.0, ge=0.0, le=1.0)
-    format: Literal["jpeg", "png", "webp"] | None = Field(
-        None, description="default: the original's format when it is one of these, else jpeg"
-    )
-    quality: int | None = Field(None, ge=1, le=100, description="jpeg/webp quality (default 92)")
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ApplyRequest:
-        if (self.image_id is None) == (self.image_ids is None):
-            raise ValueError("give either image_id or image_ids")
-        return self
-
-
-class ApplyBatchOut(BaseModel):
-    jobs: list[JobOut]
-
-
-class ExportRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    size: Literal[17, 33, 65] = 33
-    format: Literal["cube"] = "cube"
 
 
 # ---- CRUD -----------------------------------------------------------------------------------

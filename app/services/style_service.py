@@ -49,7 +49,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.schemas.auth import UserPublic
-from app.schemas.style import StyleOut
+from app.schemas.style import MAX_TAG_LENGTH, MAX_TAGS, StyleOut
 from app.services import job_service
 from app.services.style_rules import (
     learn_stop_reason,
@@ -65,8 +65,6 @@ if TYPE_CHECKING:
 ASPECT_TOLERANCE = 0.01
 LEARNABLE_MODELS = ("auto", "dlut", "nilut", "adaptive_3dlut")
 EXPORT_SIZES = (17, 33, 65)
-MAX_TAGS = 20
-MAX_TAG_LENGTH = 40
 
 
 # ---- lookups and serialization --------------------------------------------------------------
