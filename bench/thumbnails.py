@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.services import imaging_io
+from app.ml import imaging
 from bench import shared_data_dir
 
 RUNS = 7
@@ -46,7 +46,7 @@ def run() -> None:
         return
 
     def ours() -> Result:
-        t = imaging_io.make_thumbnail(Path(path), "jpeg", max_pixels=100_000_000)
+        t = imaging.make_thumbnail(Path(path), "jpeg", max_pixels=100_000_000)
         return t.width, t.height, len(t.data)
 
     fns: dict[str, Callable[[], Result]] = {"picfilter: Pillow draft + Lanczos + ICC->sRGB": ours}

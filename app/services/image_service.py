@@ -46,9 +46,10 @@ from app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from app.ml import imaging
 from app.models import Image, ImageStatus, Job, JobType, User
 from app.schemas.image import ImageOut, UploadRequest
-from app.services import imaging_io, job_service
+from app.services import job_service
 from app.services.job_service import JobContext, PermanentJobError
 from app.services.pagination import newest_first
 from app.storage import ObjectInfo, PresignedUpload, Storage, StorageObjectNotFound
@@ -130,7 +131,7 @@ class ConfirmOutcome:
 
 @dataclass(frozen=True)
 class _Inspection:
-    probe: imaging_io.ImageProbe
+    probe: imaging.ImageProbe
     format: str
 
 
@@ -155,11 +156,11 @@ def _inspect(storage: Storage, settings: Settings, image: Image, info: ObjectInf
                 code="size_mismatch",
             )
         )
-    declared = imaging_io.FAMILY_OF_TYPE[image.content_type]
-    head = storage.read_range(image.storage_key, 0, imaging_io.SNIFF_BYTES)
-    found = imaging_io.sniff(head)
+    declared = imaging.FAMILY_OF_TYPE[image.content_type]
+    head = storage.read_range(image.storage_key, 0, imaging.SNIFF_BYTES)
+    found = imaging.sniff(head)
     if found != declared:
-        what = f"a {imaging_io.FAMILY_NAMES[found]} image" if found else "not a supported image"
+        what = f"a {imaging.FAMILY_NAMES[found]} image" if found else "not a supported image"
         raise _Rejected(
             UnsupportedMediaType(
                 f"The file is {what}, not {image.content_type} as declared",
@@ -171,14 +172,14 @@ def _inspect(storage: Storage, settings: Settings, image: Image, info: ObjectInf
         path = Path(tmp) / "original"
         storage.download_to(image.storage_key, path)
         try:
-            probe = imaging_io.probe(
+            probe = imaging.probe(
                 path, declared, max_pixels=settings.max_image_pixels, want_exif=image.store_exif
             )
-        except imaging_io.ImageTooLarge as exc:
+        except imaging.ImageTooLarge as exc:
             raise _Rejected(PayloadTooLarge(str(exc), code="image_too_large")) from exc
-        except imaging_io.ImageDecodeError as exc:
+        except imaging.ImageDecodeError as exc:
             raise _Rejected(InvalidInput(str(exc), code="image_undecodable")) from exc
-    fmt = imaging_io.heif_flavour(head) if declared == "heif" else declared
+    fmt = imaging.heif_flavour(head) if declared == "heif" else declared
     return _Inspection(probe, fmt)
 
 
@@ -341,7 +342,7 @@ def generate_thumbnail(ctx: JobContext, storage: Storage) -> dict[str, Any]:
             raise PermanentJobError(f"the image is {image.status.value}, not confirmed")
         owner_id, image_id, key = image.owner_id, image.id, image.storage_key
         content_type = image.content_type
-    family = imaging_io.FAMILY_OF_TYPE.get(content_type)
+    family = imaging.FAMILY_OF_TYPE.get(content_type)
     if family is None:
         raise PermanentJobError(f"unsupported content type {content_type}")
     ctx.progress(10, "downloading the original")
@@ -353,10 +354,8 @@ def generate_thumbnail(ctx: JobContext, storage: Storage) -> dict[str, Any]:
             raise PermanentJobError("the original is missing from storage") from exc
         ctx.progress(40, "making the thumbnail")
         try:
-            thumb = imaging_io.make_thumbnail(
-                path, family, max_pixels=ctx.settings.max_image_pixels
-            )
-        except imaging_io.ImageDecodeError as exc:
+            thumb = imaging.make_thumbnail(path, family, max_pixels=ctx.settings.max_image_pixels)
+        except imaging.ImageDecodeError as exc:
             raise PermanentJobError(str(exc)) from exc
     ctx.progress(80, "storing the thumbnail")
     tkey = thumbnail_key(owner_id, image_id)

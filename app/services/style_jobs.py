@@ -23,7 +23,6 @@ Learned models are cached per worker process, keyed by ``(style_id, model_versio
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
@@ -31,15 +30,15 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db import SyncDatabase
+from app.ml import imaging
 from app.models import Image as ImageRow
 from app.models import Style, StyleModelKind, StyleStatus
 from app.models.base import utcnow
@@ -55,8 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("picfilter.styles")
 
-PREVIEW_WIDTH = 800  # before | after, side by side
-PREVIEW_QUALITY = 82
 # Learning sees every image with its long side at most this many pixels (the ML core's default
 # working size; the ``working_size`` option may ask for up to MAX_LEARN_SIDE): a look is made of
 # colors, not detail, and 16 full-size photos would not fit in memory.
@@ -128,31 +125,10 @@ def delete_keys(storage: Storage, keys: list[str | None]) -> None:
 
 
 # ---- images ---------------------------------------------------------------------------------
-def _nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-sample resize: every output pixel is an input pixel (no new colors)."""
-    h, w = shape
-    ys = ((np.arange(h) + 0.5) * image.shape[0] / h).astype(np.int64)
-    xs = ((np.arange(w) + 0.5) * image.shape[1] / w).astype(np.int64)
-    return np.ascontiguousarray(image[ys][:, xs])
-
-
-def _box(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    pil = Image.fromarray(image).resize((shape[1], shape[0]), Image.Resampling.BOX)
-    return np.asarray(pil)
-
-
-def _capped(shape: tuple[int, ...], long_side: int) -> tuple[int, int]:
-    h, w = shape[:2]
-    scale = min(1.0, long_side / max(h, w))
-    return max(8, round(h * scale)), max(8, round(w * scale))
-
-
 def load_upright(data: bytes, what: str) -> np.ndarray:
     """An upright (EXIF orientation applied) uint8 RGB array for learning."""
-    from app.ml.imaging import load_image
-
     try:
-        pixels, _info = load_image(data, apply_orientation=True)
+        pixels, _info = imaging.load_image(data, apply_orientation=True)
     except ValueError as exc:
         raise PermanentJobError(f"{what}: {exc}") from exc
     return pixels
@@ -161,78 +137,11 @@ def load_upright(data: bytes, what: str) -> np.ndarray:
 def learning_pair(
     before: np.ndarray, after: np.ndarray, long_side: int, what: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bring a pair to one size of at most ``long_side`` pixels, keeping corresponding colors:
-    same-size pairs are sampled at the same pixels (a blur would mix colors that the look maps
-    differently), pairs at different resolutions are both box-filtered to the smaller size."""
-    bh, bw = before.shape[:2]
-    ah, aw = after.shape[:2]
-    if abs(np.log((bw / bh) / (aw / ah))) > 0.01:
-        raise PermanentJobError(
-            f"{what}: the upright images have different aspect ratios ({bw}x{bh} and {aw}x{ah})"
-        )
-    if before.shape == after.shape:
-        target = _capped(before.shape, long_side)
-        if target == (bh, bw):
-            return before, after
-        return _nearest(before, target), _nearest(after, target)
-    target = _capped(before.shape if bw * bh <= aw * ah else after.shape, long_side)
-    return _box(before, target), _box(after, target)
-
-
-def side_by_side(before: np.ndarray, after: np.ndarray, width: int = PREVIEW_WIDTH) -> bytes:
-    """A WebP of ``before | after``, ``width`` pixels wide in all."""
-    half = max(1, width // 2)
-    h, w = before.shape[:2]
-    height = max(1, round(h * half / w))
-    left = Image.fromarray(before).resize((half, height), Image.Resampling.LANCZOS)
-    right = Image.fromarray(after).resize((half, height), Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", (half * 2, height))
-    canvas.paste(left, (0, 0))
-    canvas.paste(right, (half, 0))
-    buf = io.BytesIO()
-    canvas.save(buf, "WEBP", quality=PREVIEW_QUALITY)
-    return buf.getvalue()
-
-
-def color_chart(width: int = 400, height: int = 300) -> np.ndarray:
-    """A built-in test chart (uint8): a hue x lightness sweep, a saturation sweep, a gray ramp
-    and a row of everyday colors (skin, sky, foliage, ...), for previews of imported LUTs."""
-    sweep_h = int(height * 0.55)
-    sat_h = int(height * 0.15)
-    gray_h = int(height * 0.12)
-    patch_h = height - sweep_h - sat_h - gray_h
-    hue = np.linspace(0.0, 1.0, width, endpoint=False)[None, :]
-    light = np.linspace(0.95, 0.08, sweep_h)[:, None]
-    chroma = 1.0 - np.abs(2.0 * light - 1.0)
-    # HSV-style hue ramp (fully saturated RGB), then lightness/chroma rows around it
-    phase = ((hue * 6.0)[..., None] + np.array([0.0, 4.0, 2.0])) % 6.0
-    rgb_hue = np.clip(np.abs(phase - 3.0) - 1.0, 0.0, 1.0)
-    sweep = light[..., None] + chroma[..., None] * (rgb_hue - 0.5)
-    sat = np.linspace(0.0, 1.0, sat_h)[:, None, None]
-    sat_rows = 0.5 + sat * (rgb_hue - 0.5) * 0.9
-    gray = np.broadcast_to(np.linspace(0.0, 1.0, width)[None, :, None], (gray_h, width, 3))
-    patches = np.array(
-        [
-            [0.45, 0.32, 0.26],
-            [0.76, 0.59, 0.51],
-            [0.37, 0.48, 0.61],
-            [0.35, 0.42, 0.26],
-            [0.51, 0.50, 0.69],
-            [0.40, 0.74, 0.67],
-            [0.84, 0.48, 0.18],
-            [0.88, 0.78, 0.12],
-            [0.69, 0.19, 0.22],
-            [0.22, 0.24, 0.58],
-            [0.97, 0.97, 0.95],
-            [0.05, 0.05, 0.05],
-        ]
-    )
-    idx = np.arange(width) * len(patches) // width
-    patch_rows = np.broadcast_to(patches[idx][None, :, :], (patch_h, width, 3))
-    chart = np.concatenate(
-        [np.clip(sweep, 0, 1), np.broadcast_to(sat_rows, (sat_h, width, 3)), gray, patch_rows]
-    )
-    return np.ascontiguousarray((chart * 255.0 + 0.5).astype(np.uint8))
+    """:func:`app.ml.imaging.learning_pair`; a pair it refuses fails the job for good."""
+    try:
+        return imaging.learning_pair(before, after, long_side)
+    except ValueError as exc:
+        raise PermanentJobError(f"{what}: {exc}") from exc
 
 
 # ---- model bytes ----------------------------------------------------------------------------
@@ -378,7 +287,7 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     for i, ref_id in enumerate(ref_ids):
         what = f"reference_image_ids[{i}]"
         ref = load_upright(_get(storage, _image_row(ctx, ref_id, what).storage_key, what), what)
-        references.append(_box(ref, _capped(ref.shape, long_side)))
+        references.append(imaging.box(ref, imaging.capped(ref.shape, long_side)))
         ctx.progress(1 + 4 * (len(pairs) + i + 1) / total, "loading images")
 
     ctx.progress(5, "learning")
@@ -405,8 +314,8 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     metrics = _plain_metrics(result.metrics)
     kind = StyleModelKind(model.kind) if model.kind in StyleModelKind.__members__ else None
     meta = {"style_id": str(style_id), "model_version": version, "name": style.name}
-    sample = pairs[0][0] if pairs else color_chart()
-    preview = side_by_side(sample, model.apply(sample, 1.0))
+    sample = pairs[0][0] if pairs else imaging.color_chart()
+    preview = imaging.side_by_side(sample, model.apply(sample, 1.0))
     del pairs, references
     lut: LUT3D = result.lut
     lut_text = dumps_cube(
@@ -625,10 +534,6 @@ class StoredObjects:
     lut_key: str
     preview_key: str
     metrics: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def delete(self, storage: Storage) -> None:
-        delete_keys(storage, [self.model_key, self.lut_key, self.preview_key])
 
 
 def store_imported_cube(
@@ -642,8 +547,8 @@ def store_imported_cube(
     # the upload's content, always parsed as text: never a file name (see read_cube_text)
     lut = read_cube_text(data.decode("utf-8-sig"))
     model = LUTStyle(lut, kind="imported", info={"filename": filename, "title": lut.title or ""})
-    chart = color_chart()
-    preview = side_by_side(chart, model.apply(chart, 1.0))
+    chart = imaging.color_chart()
+    preview = imaging.side_by_side(chart, model.apply(chart, 1.0))
     meta = {"style_id": str(style_id), "model_version": 1, "name": name, "source": filename}
     objects = StoredObjects(
         model_key=version_key(style_id, 1, "model.pt"),

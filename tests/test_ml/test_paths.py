@@ -48,7 +48,7 @@ def test_published_weight_loaders_refuse_a_str(shared_data: Path) -> None:
 
 
 def test_service_image_opener_refuses_a_str(tmp_path: Path) -> None:
-    from app.services.imaging_io import open_image
+    from app.ml.imaging import open_image
 
     with pytest.raises(TypeError, match="got str"):
         open_image(str(tmp_path / "x.jpg"), "jpeg", 10**6)  # type: ignore[arg-type]

@@ -215,9 +215,9 @@ async def test_adobe_rgb_is_converted_to_srgb(
 async def test_heic_upload_gets_a_thumbnail(
     client: httpx.AsyncClient, user: Account, live_worker: WorkerProcess
 ) -> None:
-    from app.services import imaging_io
+    from app.ml import imaging
 
-    if not imaging_io.HEIF_AVAILABLE:
+    if not imaging.HEIF_AVAILABLE:
         pytest.skip("pillow-heif is not installed")
     import pillow_heif
 
