@@ -26,12 +26,14 @@ MODEL_REGISTRY: dict[str, Any] = {}
 def transport_options(settings: Settings) -> dict[str, Any]:
     if settings.broker_url.startswith("filesystem"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # the exchange tables (fanout, pidbox); unset, kombu writes ./control in the cwd
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             # kombu polls the folder once a second by default: a tenth keeps short jobs short.
             "polling_interval": 0.1,
