@@ -106,7 +106,7 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
         return
     t0 = time.monotonic()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    pairs, look, gains = build_pairs(data)
+    pairs, look, _gains = build_pairs(data)
     train = [pairs[n] for n in TRAIN]
     test = {n: p for n, p in pairs.items() if n not in TRAIN}
     threads = torch.get_num_threads()

@@ -43,7 +43,7 @@ description or one of the tags. ``tag`` filters on an exact tag: ``tags @> '["x"
 Owner usernames come from a join in the page query: a page is one SQL statement, whatever its
 size (a test counts them).
 
-Preview URLs: presigning one with boto3 costs ~0.3 ms of CPU (measured by ``app.bench.gallery``),
+Preview URLs: presigning one with boto3 costs ~0.3 ms of CPU (measured by ``bench.gallery``),
 6 ms for a page of 20, more than the rest of the request. The gallery therefore reuses a preview's
 presigned URL while it has at least half of its validity left (:class:`PreviewUrlCache`, per
 process): listed URLs stay valid for 150..300 s instead of exactly 300 s (the default), and the
@@ -285,7 +285,7 @@ def _statement(shape: _Shape) -> Select[Style, User]:
     branches = _branches(shape.audience)
     # PostgreSQL search: collect the matches through the GIN index, then sort them. Without the
     # fence (OFFSET 0) the planner tends to walk the sort index and compute to_tsvector() for
-    # every row it passes: 4-10 ms instead of under 1 ms for two-word queries (app.bench).
+    # every row it passes: 4-10 ms instead of under 1 ms for two-word queries (bench).
     fence = bool(shape.words) and shape.dialect == "postgresql"
     stmt = select(Style, User).join(User, User.id == Style.owner_id)
     if len(branches) == 1 and not fence:
