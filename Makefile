@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test test-embedded test-postgres lint format migrate bench clean
+.PHONY: install run test test-fast test-embedded test-postgres lint format migrate bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,12 @@ install: $(STAMP) ## create .venv and install PicFilter with its dev tools
 run: install ## migrate and serve http://127.0.0.1:$(PORT) (embedded default: SQLite, local storage, a worker)
 	$(VENV)/bin/picfilter serve
 
-test: install ## every test: embedded stack, then PostgreSQL + Redis + S3 (moto)
-	PICFILTER_TEST_BACKEND=embedded $(VENV)/bin/pytest
+test: install ## every test: embedded stack (and the doctests of app/ml), then PostgreSQL + Redis + S3 (moto)
+	PICFILTER_TEST_BACKEND=embedded $(VENV)/bin/pytest --doctest-modules app/ml tests
 	PICFILTER_TEST_BACKEND=postgres $(VENV)/bin/pytest --ignore=tests/test_ml
+
+test-fast: install ## the inner loop: embedded stack without the slow tests (worker, browser, proxy)
+	PICFILTER_TEST_BACKEND=embedded $(VENV)/bin/pytest -m "not slow" --doctest-modules app/ml tests $(ARGS)
 
 test-embedded: install
 	PICFILTER_TEST_BACKEND=embedded $(VENV)/bin/pytest $(ARGS)

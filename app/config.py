@@ -170,8 +170,6 @@ class Settings(BaseSettings):
     # Embedded default: start a worker beside the API in `picfilter serve`.
     embedded_worker: bool = True
     worker_concurrency: int = 1
-    # Mounts POST /api/v1/jobs/selftest, a tiny real job used by the job-system tests.
-    enable_selftest_jobs: bool = False
 
     # Object storage: S3/MinIO when s3_bucket and (s3_endpoint or AWS) are set, else local disk.
     storage_backend: Literal["auto", "local", "s3"] = "auto"

@@ -98,12 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     install_error_handlers(app)
 
-    from app.api import health, jobs
+    from app.api import health
 
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(rate_limit("default"))])
-    if settings.enable_selftest_jobs:
-        api.include_router(jobs.selftest_router)
     for router in _routers():
         api.include_router(router)
     app.include_router(api)

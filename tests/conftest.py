@@ -94,7 +94,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "JWT_SECRET_KEY": "test-secret-key-for-picfilter-" + RUN_ID,
         "BCRYPT_ROUNDS": "4",
         "CELERY_RETRY_DELAY": "1",
-        "ENABLE_SELFTEST_JOBS": "true",
         "RATE_LIMIT_ENABLED": "false",
         "PUBLIC_BASE_URL": "http://testserver",
         "LOG_LEVEL": "INFO",
@@ -111,6 +110,16 @@ def pytest_configure(config: pytest.Config) -> None:
     from app.config import get_settings
 
     get_settings.cache_clear()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` (left out by ``make test-fast``): every test that uses the real worker process,
+    and the tests under ``tests/test_workers``, besides those marked by hand (the browser, the
+    proxy)."""
+    for item in items:
+        worker = {"worker", "live_worker"} & set(getattr(item, "fixturenames", ()))
+        if worker or "test_workers" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -173,7 +182,8 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 class WorkerProcess:
-    """A real ``picfilter worker`` process (Celery, solo pool) with the test environment."""
+    """A real ``picfilter worker`` process (Celery, solo pool) with the test environment and
+    the test-only self-test task (:mod:`tests.worker`)."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
@@ -185,7 +195,17 @@ class WorkerProcess:
         log_path = self.log_dir / f"worker-{self.count}.log"
         self.log_path = log_path
         env = {**os.environ, **(extra_env or {})}
-        cmd = [sys.executable, "-m", "app.cli", "worker", "--queues", "ml,io", "--pool", "solo"]
+        # `picfilter worker` plus the test-only task (tests/selftest_job.py)
+        cmd = [
+            sys.executable,
+            "-m",
+            "tests.worker",
+            "worker",
+            "--queues",
+            "ml,io",
+            "--pool",
+            "solo",
+        ]
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT

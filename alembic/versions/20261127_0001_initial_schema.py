@@ -110,7 +110,7 @@ def upgrade() -> None:
 
     op.create_table('jobs',
     sa.Column('owner_id', sa.Uuid(), nullable=False),
-    sa.Column('type', sa.Enum('learn_style', 'apply_style', 'export_cube', 'thumbnail', 'selftest', name='jobtype', native_enum=False, length=30), nullable=False),
+    sa.Column('type', sa.Enum('learn_style', 'apply_style', 'export_cube', 'thumbnail', name='jobtype', native_enum=False, length=30), nullable=False),
     sa.Column('status', sa.Enum('queued', 'processing', 'completed', 'failed', 'cancelled', name='jobstatus', native_enum=False, length=20), nullable=False),
     sa.Column('progress', sa.Integer(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),

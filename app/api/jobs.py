@@ -8,11 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 
-from app.dependencies import CurrentUser, SessionDep, SettingsDep, rate_limit
+from app.dependencies import CurrentUser, SessionDep, SettingsDep
 from app.models import Job, JobStatus, JobType
 from app.schemas.common import Page
 from app.schemas.job import JobOut
@@ -103,26 +102,3 @@ async def job_events(
     return StreamingResponse(
         stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
-
-
-class SelfTestRequest(BaseModel):
-    steps: int = Field(3, ge=0, le=1000)
-    sleep: float = Field(0.05, ge=0, le=60)
-    fail_attempts: int = Field(0, ge=0, le=10)
-    fail_permanently: bool = False
-
-
-selftest_router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-
-@selftest_router.post(
-    "/selftest",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=JobOut,
-    dependencies=[Depends(rate_limit("jobs"))],
-)
-async def submit_selftest(data: SelfTestRequest, user: CurrentUser, session: SessionDep) -> Any:
-    """A tiny real job for the job-system tests (mounted only with ENABLE_SELFTEST_JOBS)."""
-    job = job_service.create_job(session, user.id, JobType.selftest, params=data.model_dump())
-    await session.flush()
-    return job

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,25 @@ class JobType(enum.StrEnum):
     apply_style = "apply_style"
     export_cube = "export_cube"
     thumbnail = "thumbnail"
-    selftest = "selftest"  # a tiny real task used by the job-system tests
+
+
+@dataclass(frozen=True)
+class JobRoute:
+    """Where a job type runs: its Celery task's name and queue."""
+
+    task: str
+    queue: str
+
+
+# The one table of job tasks and their queues: the job service stores the queue on the row,
+# dispatch sends the task there, and each task in app/workers declares its name and queue from
+# here (the workers' routing). ``ml``: learning and applying styles; ``io``: everything else.
+JOB_ROUTES: dict[JobType, JobRoute] = {
+    JobType.learn_style: JobRoute("picfilter.learn_style", "ml"),
+    JobType.apply_style: JobRoute("picfilter.apply_style", "ml"),
+    JobType.export_cube: JobRoute("picfilter.export_cube", "ml"),
+    JobType.thumbnail: JobRoute("picfilter.thumbnail", "io"),
+}
 
 
 class JobStatus(enum.StrEnum):

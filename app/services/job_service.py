@@ -3,8 +3,9 @@
 API side (async): create a job row and send its task only after the request's transaction
 commits; get/list/cancel for the owner. Worker side (sync): :func:`run_job` moves a job through
 ``queued -> processing -> completed | failed | cancelled``, counts attempts, keeps a heartbeat,
-retries failures (``max_retries``, ``default_retry_delay`` from settings) and records a readable
-error after the last one. :func:`sweep_stuck_jobs` re-queues or fails jobs whose worker died.
+retries failures (the task's ``max_retries``, ``CELERY_RETRY_DELAY`` apart) and records a
+readable error after the last one. :func:`sweep_stuck_jobs` re-queues or fails jobs whose worker
+died. A job type's queue is in :data:`app.models.job.JOB_ROUTES`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -24,22 +25,12 @@ from app.config import Settings
 from app.db import SyncDatabase, on_commit
 from app.errors import Conflict, NotFound
 from app.models import Job, JobStatus, JobType, User
+from app.models.base import utcnow
+from app.models.job import JOB_ROUTES
 from app.services import events
 from app.services.pagination import newest_first
 
 log = logging.getLogger("picfilter.jobs")
-
-QUEUE_OF: dict[JobType, str] = {
-    JobType.learn_style: "ml",
-    JobType.apply_style: "ml",
-    JobType.export_cube: "ml",
-    JobType.thumbnail: "io",
-    JobType.selftest: "io",
-}
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---- API side -------------------------------------------------------------------------------
@@ -63,9 +54,9 @@ def create_job(
         params=params or {},
         style_id=style_id,
         image_id=image_id,
-        queue=QUEUE_OF[job_type],
-        created_at=_now(),
-        updated_at=_now(),
+        queue=JOB_ROUTES[job_type].queue,
+        created_at=utcnow(),
+        updated_at=utcnow(),
     )
     session.add(job)
     job_id, queue = job.id, job.queue
@@ -108,7 +99,7 @@ async def cancel_job(session: AsyncSession, user: User, job_id: uuid.UUID) -> Jo
     result = await session.execute(
         update(Job)
         .where(Job.id == job.id, Job.status.in_([JobStatus.queued, JobStatus.processing]))
-        .values(status=JobStatus.cancelled, finished_at=_now(), updated_at=_now())
+        .values(status=JobStatus.cancelled, finished_at=utcnow(), updated_at=utcnow())
     )
     if getattr(result, "rowcount", 0) != 1:
         await session.refresh(job)
@@ -160,7 +151,7 @@ class JobContext:
             s.execute(
                 update(Job)
                 .where(Job.id == self.job_id)
-                .values(progress=max(pct, self._last_progress), heartbeat_at=_now())
+                .values(progress=max(pct, self._last_progress), heartbeat_at=utcnow())
             )
         if pct != self._last_progress:
             self._last_progress = max(pct, self._last_progress)
@@ -189,7 +180,7 @@ def _finish(
         res = s.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.processing)
-            .values(status=status, updated_at=_now(), **values)
+            .values(status=status, updated_at=utcnow(), **values)
         )
         changed = getattr(res, "rowcount", 0) == 1
     if changed:
@@ -223,8 +214,8 @@ def run_job(
             return
         job.status = JobStatus.processing
         job.attempts += 1
-        job.started_at = job.started_at or _now()
-        job.heartbeat_at = _now()
+        job.started_at = job.started_at or utcnow()
+        job.heartbeat_at = utcnow()
         ctx = JobContext(
             db=db,
             settings=settings,
@@ -240,7 +231,7 @@ def run_job(
 
     def fail(message: str) -> None:
         if (
-            _finish(db, settings, jid, JobStatus.failed, error=message, finished_at=_now())
+            _finish(db, settings, jid, JobStatus.failed, error=message, finished_at=utcnow())
             and on_fail
         ):
             on_fail(ctx, message)
@@ -276,7 +267,7 @@ def run_job(
         result=result,
         progress=100,
         error=None,
-        finished_at=_now(),
+        finished_at=utcnow(),
     )
 
 
@@ -294,7 +285,7 @@ def sweep_stuck_jobs(
 
     ``resend`` sends a re-queued job's task again and ``on_failed`` lets the job's owner domain
     settle what the job left behind (a style in ``training``); both run after the commit."""
-    deadline = _now() - timedelta(seconds=settings.job_stuck_after_seconds)
+    deadline = utcnow() - timedelta(seconds=settings.job_stuck_after_seconds)
     counts = {"requeued": 0, "failed": 0}
     with db.session() as s:
         stuck = list(
@@ -308,7 +299,7 @@ def sweep_stuck_jobs(
             if job.attempts > settings.celery_max_retries:
                 job.status = JobStatus.failed
                 job.error = f"worker lost after {job.attempts} attempts"
-                job.finished_at = _now()
+                job.finished_at = utcnow()
                 counts["failed"] += 1
                 if on_failed is not None:
                     on_commit(s, _resender(on_failed, job))

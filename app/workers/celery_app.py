@@ -1,5 +1,7 @@
 """The Celery app: queues ``ml`` and ``io``, late acks, prefetch 1, models loaded at worker_init.
 
+A job task's name and queue are declared once, in :data:`app.models.job.JOB_ROUTES`.
+
 Broker: Redis in production (``REDIS_URL``), kombu's filesystem transport under ``DATA_DIR`` in
 the embedded default (no server). With Redis, a message whose worker died unacknowledged comes
 back after ``CELERY_VISIBILITY_TIMEOUT`` seconds; with the filesystem transport it does not, and
@@ -17,6 +19,7 @@ from celery.signals import worker_init, worker_process_init
 from kombu import Queue
 
 from app.config import Settings, get_settings
+from app.models.job import JOB_ROUTES
 
 log = logging.getLogger("picfilter.worker")
 
@@ -58,14 +61,9 @@ def make_celery(settings: Settings) -> Celery:
     app.conf.update(
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
-        task_queues=(Queue("ml"), Queue("io")),
-        task_default_queue="io",
-        task_routes={
-            "picfilter.learn_style": {"queue": "ml"},
-            "picfilter.apply_style": {"queue": "ml"},
-            "picfilter.export_cube": {"queue": "ml"},
-            "picfilter.*": {"queue": "io"},
-        },
+        task_queues=[Queue(q) for q in dict.fromkeys(r.queue for r in JOB_ROUTES.values())],
+        task_default_queue="io",  # the sweep and the cleanup
+        task_routes={r.task: {"queue": r.queue} for r in JOB_ROUTES.values()},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

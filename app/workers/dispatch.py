@@ -1,21 +1,38 @@
-"""Sending job tasks: the only place domain code reaches Celery (ids only in messages)."""
+"""Job tasks: their Celery options, and sending them (the only place domain code reaches Celery;
+messages carry the job id only).
+
+A job type's task name and queue come from :data:`app.models.job.JOB_ROUTES`, the one table
+that the job service (the row's ``queue``), :func:`send_job`, the Celery routing
+(``task_routes`` in :mod:`app.workers.celery_app`) and the task declarations
+(:func:`job_task_options`) read.
+"""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from app.models import JobType
-
-TASK_OF: dict[JobType, str] = {
-    JobType.learn_style: "picfilter.learn_style",
-    JobType.apply_style: "picfilter.apply_style",
-    JobType.export_cube: "picfilter.export_cube",
-    JobType.thumbnail: "picfilter.thumbnail",
-    JobType.selftest: "picfilter.selftest",
-}
+from app.config import get_settings
+from app.models.job import JOB_ROUTES, JobType
 
 
-def send_job(job_id: uuid.UUID, job_type: JobType, queue: str) -> None:
+def job_task_options(job_type: JobType, **limits: Any) -> dict[str, Any]:
+    """The ``@celery_app.task(...)`` options of a job type's task: its name (the queue is routed
+    from the same table; Celery deprecates ``queue`` on a task) and its retry policy
+    (:func:`app.services.job_service.run_job` retries a failure ``max_retries`` times,
+    ``CELERY_RETRY_DELAY`` seconds apart). ``limits``: time limits and the like."""
+    route = JOB_ROUTES[job_type]
+    return {
+        "bind": True,
+        "name": route.task,
+        "max_retries": get_settings().celery_max_retries,
+        **limits,
+    }
+
+
+def send_job(job_id: uuid.UUID, job_type: JobType, queue: str | None = None) -> None:
+    """Send a job's task (to ``queue``, the job row's, else the job type's queue)."""
     from app.workers.celery_app import celery_app
 
-    celery_app.send_task(TASK_OF[job_type], args=[str(job_id)], queue=queue)
+    route = JOB_ROUTES[job_type]
+    celery_app.send_task(route.task, args=[str(job_id)], queue=queue or route.queue)

@@ -1,18 +1,15 @@
-"""``io`` queue tasks: thumbnails, upload cleanup, the stuck-job sweep, and the self-test job."""
+"""``io`` queue tasks: thumbnails, upload cleanup and the stuck-job sweep."""
 
 from __future__ import annotations
-
-import time
-from typing import Any
 
 from celery import Task
 
 from app.models import Job, JobType
 from app.services import image_service, job_service, style_jobs
-from app.services.job_service import JobContext, PermanentJobError
 from app.storage import Storage, make_storage
 from app.workers import context
 from app.workers.celery_app import celery_app
+from app.workers.dispatch import job_task_options, send_job
 
 _storage: Storage | None = None
 
@@ -25,30 +22,8 @@ def storage() -> Storage:
     return _storage
 
 
-def _selftest(ctx: JobContext) -> dict[str, Any]:
-    """A tiny real job for the job-system tests: sleeps in steps, can fail on purpose."""
-    steps = int(ctx.params.get("steps", 3))
-    delay = float(ctx.params.get("sleep", 0.05))
-    if ctx.params.get("fail_permanently"):
-        raise PermanentJobError("self-test asked to fail permanently")
-    fail_attempts = int(ctx.params.get("fail_attempts", 0))
-    for i in range(steps):
-        time.sleep(delay)
-        ctx.progress(100 * (i + 1) / (steps + 1), f"step {i + 1}/{steps}")
-    if ctx.attempts <= fail_attempts:
-        raise RuntimeError(f"self-test failure on attempt {ctx.attempts}")
-    return {"steps": steps, "attempts": ctx.attempts}
-
-
-@celery_app.task(bind=True, name="picfilter.selftest", max_retries=None)
-def selftest(self: Task, job_id: str) -> None:
-    job_service.run_job(self, context.db(), context.settings(), job_id, _selftest)
-
-
 @celery_app.task(name="picfilter.sweep_stuck_jobs")
 def sweep_stuck_jobs() -> dict[str, int]:
-    from app.workers.dispatch import send_job
-
     return job_service.sweep_stuck_jobs(
         context.db(),
         context.settings(),
@@ -63,14 +38,7 @@ def settle_failed_job(job: Job) -> None:
         style_jobs.settle_learn(context.db(), job.params, job.error or "worker lost")
 
 
-@celery_app.task(
-    bind=True,
-    name="picfilter.thumbnail",
-    queue="io",
-    max_retries=None,  # run_job retries settings.celery_max_retries times
-    soft_time_limit=120,
-    time_limit=180,
-)
+@celery_app.task(**job_task_options(JobType.thumbnail, soft_time_limit=120, time_limit=180))
 def thumbnail(self: Task, job_id: str) -> None:
     """Make an image's 400x400 WebP thumbnail (a ``thumbnail`` job)."""
     job_service.run_job(
@@ -82,7 +50,7 @@ def thumbnail(self: Task, job_id: str) -> None:
     )
 
 
-@celery_app.task(name="picfilter.cleanup_expired_uploads", queue="io", soft_time_limit=600)
+@celery_app.task(name="picfilter.cleanup_expired_uploads", soft_time_limit=600)
 def cleanup_expired_uploads() -> dict[str, int]:
     """Hourly (beat): remove pending images whose upload URL expired more than a day ago."""
     return image_service.cleanup_expired_uploads(context.db(), storage())

@@ -3,28 +3,29 @@
 Thin: each task runs its job through :func:`app.services.job_service.run_job` (status, attempts,
 heartbeat, retries) with a handler from :mod:`app.services.style_jobs`. Messages carry the job id
 only. Learning gets the ``on_fail`` hook that sets the style back when the job fails or is
-cancelled, so a style is never left in ``training``. ``max_retries=None``: ``run_job`` retries
-``settings.celery_max_retries`` times. Time limits apply under the prefork pool.
+cancelled, so a style is never left in ``training``. Name and retry policy come from
+:func:`app.workers.dispatch.job_task_options`; time limits apply under the prefork pool.
 """
 
 from __future__ import annotations
 
 from celery import Task
 
+from app.models import JobType
 from app.services import job_service, style_jobs
 from app.workers import context
 from app.workers.celery_app import MODEL_REGISTRY, celery_app
+from app.workers.dispatch import job_task_options
 
 _LEARN_BUDGET = int(context.settings().ml_learn_time_budget_seconds)
 
 
 @celery_app.task(
-    bind=True,
-    name="picfilter.learn_style",
-    queue="ml",
-    max_retries=None,
-    soft_time_limit=2 * _LEARN_BUDGET + 120,
-    time_limit=2 * _LEARN_BUDGET + 180,
+    **job_task_options(
+        JobType.learn_style,
+        soft_time_limit=2 * _LEARN_BUDGET + 120,
+        time_limit=2 * _LEARN_BUDGET + 180,
+    )
 )
 def learn_style(self: Task, job_id: str) -> None:
     """Learn a style (a ``learn_style`` job)."""
@@ -40,12 +41,11 @@ def learn_style(self: Task, job_id: str) -> None:
 
 
 @celery_app.task(
-    bind=True,
-    name="picfilter.apply_style",
-    queue="ml",
-    max_retries=None,
-    soft_time_limit=300,
-    time_limit=360,
+    **job_task_options(
+        JobType.apply_style,
+        soft_time_limit=300,
+        time_limit=360,
+    )
 )
 def apply_style(self: Task, job_id: str) -> None:
     """Apply a style to one image at full resolution (an ``apply_style`` job)."""
@@ -53,12 +53,11 @@ def apply_style(self: Task, job_id: str) -> None:
 
 
 @celery_app.task(
-    bind=True,
-    name="picfilter.export_cube",
-    queue="ml",
-    max_retries=None,
-    soft_time_limit=120,
-    time_limit=180,
+    **job_task_options(
+        JobType.export_cube,
+        soft_time_limit=120,
+        time_limit=180,
+    )
 )
 def export_cube(self: Task, job_id: str) -> None:
     """Bake a style to a ``.cube`` file (an ``export_cube`` job)."""

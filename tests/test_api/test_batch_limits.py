@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from app.models import Job, JobType
 from tests.conftest import Account
-from tests.test_api.helpers_styles import import_cube, synthetic_photo, upload_image
+from tests.helpers import import_cube, synthetic_photo, upload_image
 
 TINY_CUBE = b"LUT_3D_SIZE 2\n" + b"0 0 0\n1 0 0\n0 1 0\n1 1 0\n0 0 1\n1 0 1\n0 1 1\n1 1 1\n"
 JOB_LIMIT = 5

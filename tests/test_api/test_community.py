@@ -11,28 +11,16 @@ from sqlalchemy import delete, func, select
 
 from app.models import Comment, Rating, Style, User
 from app.services import community_service
+from tests import helpers
 from tests.conftest import Account, create_user
 
 
 # ---- helpers (also used by the gallery and concurrency tests) --------------------------------
 async def create_style(
-    client: httpx.AsyncClient,
-    owner: Account,
-    *,
-    visibility: str = "public",
-    name: str | None = None,
-    description: str = "",
-    tags: list[str] | None = None,
+    client: httpx.AsyncClient, owner: Account, *, visibility: str = "public", **fields: Any
 ) -> dict[str, Any]:
-    body = {
-        "name": name or f"style {uuid.uuid4().hex[:6]}",
-        "description": description,
-        "tags": tags or [],
-        "visibility": visibility,
-    }
-    r = await client.post("/api/v1/styles", json=body, headers=owner.headers)
-    assert r.status_code == 201, r.text
-    return r.json()
+    """A style through the API, public unless asked otherwise (rated and commented on)."""
+    return await helpers.create_style(client, owner, visibility=visibility, **fields)
 
 
 async def get_style(client: httpx.AsyncClient, style_id: str, account: Account) -> dict[str, Any]:

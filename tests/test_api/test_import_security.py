@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Account
-from tests.test_api.helpers_styles import LUTS, import_cube, require_shared
+from tests.helpers import LUTS, import_cube, require_shared
 
 IDENTITY_2 = ["0 0 0", "1 0 0", "0 1 0", "1 1 0", "0 0 1", "1 0 1", "0 1 1", "1 1 1"]
 

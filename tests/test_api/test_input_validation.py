@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Account
-from tests.test_api.helpers_styles import create_style, synthetic_photo, upload_image
+from tests.helpers import create_style, synthetic_photo, upload_image
 
 NUL = "warm\x00look"
 TINY_CUBE = b"LUT_3D_SIZE 2\n" + b"0 0 0\n1 0 0\n0 1 0\n1 1 0\n0 0 1\n1 0 1\n0 1 1\n1 1 1\n"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Account, WorkerProcess, wait_for_job
-from tests.test_api.helpers_styles import create_style, synthetic_photo, upload_image
+from tests.helpers import create_style, synthetic_photo, upload_image
 
 
 def _error(r: Any, status: int, code: str) -> dict[str, Any]:

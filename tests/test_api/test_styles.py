@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Account, create_user
-from tests.test_api.helpers_styles import (
+from tests.helpers import (
     LUTS,
     create_style,
     fetch_url,

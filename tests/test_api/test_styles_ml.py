@@ -20,7 +20,7 @@ from PIL import Image, ImageCms
 
 from app.ml.metrics import delta_e2000
 from tests.conftest import Account, WorkerProcess, create_user, wait_for_job
-from tests.test_api.helpers_styles import (
+from tests.helpers import (
     create_style,
     decode,
     encode,

@@ -21,7 +21,7 @@ import pytest
 from app.ml.cube_export import dumps_cube
 from app.ml.lut import LUT3D
 from tests.conftest import create_user
-from tests.test_api.helpers_styles import (
+from tests.helpers import (
     create_style,
     fetch_url,
     import_cube,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D
 from app.ml.metrics import psnr
 from app.ml.nilut import NILUTModel, NILUTNet, fit, fit_styles, load_published_nilut
-from bench import shared_data_dir
+from tests.helpers import SHARED, require_shared
 
 # a short, step-bounded fit (about 2 s on 2 idle cores; the time budget is only a safety cap)
 QUICK = {"hidden": 64, "steps": 250, "batch_size": 2048, "num_threads": 1, "seed": 0}
@@ -47,12 +46,8 @@ def _pair(look, seed: int = 0, size: int = 96) -> TrainingPair:  # type: ignore[
 @pytest.fixture(scope="module")
 def shared_data() -> Path:
     """``../shared/data``; absent, it skips here and fails the run under ``CI=true``."""
-    path = shared_data_dir()
-    if not (path / "halds" / "Original_Image.png").is_file():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: the shared data {path} must be present")
-        pytest.skip(f"shared data {path} is absent")
-    return path
+    require_shared(SHARED / "halds" / "Original_Image.png")
+    return SHARED
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import Account, WorkerProcess, create_user, wait_for_job
+from tests.selftest_job import SELFTEST_TYPE, resend, submit_selftest
 
 
 async def _submit(client: Any, account: Account, **params: Any) -> dict[str, Any]:
-    r = await client.post("/api/v1/jobs/selftest", json=params, headers=account.headers)
-    assert r.status_code == 202, r.text
-    body = r.json()
+    body = await submit_selftest(account, **params)
     assert body["status"] == "queued"
-    assert body["type"] == "selftest"
+    assert body["type"] == SELFTEST_TYPE.value
     return body
 
 
@@ -133,16 +132,13 @@ async def test_worker_killed_mid_job_does_not_lose_it(
         from app.config import Settings
         from app.db import SyncDatabase
         from app.services.job_service import sweep_stuck_jobs
-        from app.workers.dispatch import send_job
 
         live_worker.start()
         short = Settings(**{"job_stuck_after_seconds": 1}, _env_file=None)  # type: ignore[call-arg]
         assert short.async_database_url == settings.async_database_url
         await asyncio.sleep(1.5)
         db = SyncDatabase(short)
-        counts = await asyncio.to_thread(
-            sweep_stuck_jobs, db, short, lambda j: send_job(j.id, j.type, j.queue)
-        )
+        counts = await asyncio.to_thread(sweep_stuck_jobs, db, short, resend)
         db.dispose()
         assert counts == {"requeued": 1, "failed": 0}
     done = await wait_for_job(client, user, job["id"], timeout=180, worker=live_worker)

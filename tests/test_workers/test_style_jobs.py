@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from app.ml.metrics import delta_e2000
 from tests.conftest import Account, WorkerProcess, wait_for_job
-from tests.test_api.helpers_styles import (
+from tests.helpers import (
     create_style,
     decode,
     encode,
@@ -27,6 +27,7 @@ from tests.test_api.helpers_styles import (
     style_objects,
     upload_image,
 )
+from tests.selftest_job import submit_selftest
 
 LOOK_A = "classic_film.cube"
 LOOK_B = "cold_shadows.cube"
@@ -64,9 +65,8 @@ async def _style(client: Any, user: Account, style_id: str) -> dict[str, Any]:
 async def _drain(client: Any, user: Account, worker: WorkerProcess) -> None:
     """Wait until the (solo) worker has finished whatever it was running: a self-test job sent
     now completes only after it."""
-    r = await client.post("/api/v1/jobs/selftest", json={"steps": 0}, headers=user.headers)
-    assert r.status_code == 202, r.text
-    done = await wait_for_job(client, user, r.json()["id"], timeout=120, worker=worker)
+    job = await submit_selftest(user, steps=0)
+    done = await wait_for_job(client, user, job["id"], timeout=120, worker=worker)
     assert done["status"] == "completed"
 
 
@@ -166,9 +166,7 @@ async def test_cancelled_learn_puts_the_style_back(client, user, live_worker) ->
     assert done["status"] == "completed", done
     ready = await _style(client, user, sid)
     assert ready["status"] == "ready"
-    blocker = await client.post(
-        "/api/v1/jobs/selftest", json={"steps": 20, "sleep": 0.1}, headers=user.headers
-    )
+    blocker = await submit_selftest(user, steps=20, sleep=0.1)
     again = await _learn(client, user, sid, pairs)
     r = await client.post(f"/api/v1/jobs/{again['id']}/cancel", headers=user.headers)
     assert r.status_code == 200, r.text
@@ -177,7 +175,7 @@ async def test_cancelled_learn_puts_the_style_back(client, user, live_worker) ->
     assert style["metrics"] == ready["metrics"]
     # and it can be re-learned at once
     third = await _learn(client, user, sid, pairs)
-    await wait_for_job(client, user, blocker.json()["id"], timeout=60)
+    await wait_for_job(client, user, blocker["id"], timeout=60)
     done = await wait_for_job(client, user, third["id"], timeout=150, worker=live_worker)
     assert done["status"] == "completed", done
 
@@ -193,13 +191,11 @@ async def test_failed_learn_keeps_the_previous_model(client, user, live_worker) 
     assert done["status"] == "completed", done
     ready = await _style(client, user, sid)
     # the after image of the second pair disappears before the worker gets to it
-    blocker = await client.post(
-        "/api/v1/jobs/selftest", json={"steps": 10, "sleep": 0.1}, headers=user.headers
-    )
+    blocker = await submit_selftest(user, steps=10, sleep=0.1)
     job = await _learn(client, user, sid, pairs)
     r = await client.delete(f"/api/v1/images/{pairs[1]['after_image_id']}", headers=user.headers)
     assert r.status_code == 204, r.text
-    await wait_for_job(client, user, blocker.json()["id"], timeout=60)
+    await wait_for_job(client, user, blocker["id"], timeout=60)
     failed = await wait_for_job(client, user, job["id"], timeout=60, worker=live_worker)
     assert failed["status"] == "failed", failed
     assert "pairs[1].after_image_id" in failed["error"]
@@ -246,7 +242,7 @@ async def test_delete_style_during_jobs(client, user, live_worker, settings) -> 
 async def test_delete_style_while_the_worker_writes(client, user, live_worker, settings) -> None:
     """Apply and export jobs racing a delete: whatever the interleaving, nothing is left."""
     require_shared()
-    from tests.test_api.helpers_styles import import_cube, source_path
+    from tests.helpers import import_cube, source_path
 
     image = await upload_image(client, user, encode(photo("rocket.jpg", 400)), "image/png")
     for _ in range(3):

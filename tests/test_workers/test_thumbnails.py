@@ -25,6 +25,7 @@ from sqlalchemy import update
 from app.models import Image as ImageRow
 from app.storage import Storage, keys
 from tests.conftest import Account, WorkerProcess, wait_for_job
+from tests.helpers import send, upload_image
 
 
 # ---- an Adobe RGB (1998) ICC profile, written from the specification ------------------------
@@ -106,29 +107,10 @@ def adobe_to_srgb(rgb: tuple[int, int, int]) -> np.ndarray:
 
 
 # ---- the client's way -----------------------------------------------------------------------
-async def _send(client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    if url.startswith("http://testserver/"):
-        return await client.request(method, url, **kw)
-    async with httpx.AsyncClient(timeout=30) as s3:
-        return await s3.request(method, url, **kw)
-
-
 async def upload_and_confirm(
     client: httpx.AsyncClient, account: Account, data: bytes, content_type: str
 ) -> dict[str, Any]:
-    r = await client.post(
-        "/api/v1/images/upload",
-        json={"filename": "photo", "content_type": content_type, "size": len(data)},
-        headers=account.headers,
-    )
-    assert r.status_code == 201, r.text
-    up = r.json()
-    put = await _send(client, "PUT", up["upload_url"], content=data, headers=up["headers"])
-    assert put.status_code == 200, put.text
-    r = await client.post(f"/api/v1/images/{up['image_id']}/confirm", headers=account.headers)
-    assert r.status_code == 200, r.text
-    image: dict[str, Any] = r.json()
-    return image
+    return await upload_image(client, account, data, content_type, filename="photo")
 
 
 async def thumbnail_of(
@@ -142,7 +124,7 @@ async def thumbnail_of(
     r = await client.get(f"/api/v1/images/{image_id}", headers=account.headers)
     url = r.json()["thumbnail_url"]
     assert url, r.json()
-    got = await _send(client, "GET", url)
+    got = await send(client, "GET", url)
     assert got.status_code == 200
     assert got.headers["content-type"] == "image/webp"
     thumb = Image.open(io.BytesIO(got.content))
@@ -251,7 +233,7 @@ async def test_expired_pending_uploads_are_cleaned_up(
             headers=user.headers,
         )
         up = r.json()
-        put = await _send(client, "PUT", up["upload_url"], content=data, headers=up["headers"])
+        put = await send(client, "PUT", up["upload_url"], content=data, headers=up["headers"])
         assert put.status_code == 200
         ids.append(up["image_id"])
     old, recent = ids

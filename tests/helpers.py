@@ -1,4 +1,8 @@
-"""Helpers for the style tests: uploads through the Images API, shared data, stored objects."""
+"""The one home of the test helpers: shared data (skipped when absent, a failure under
+``CI=true``), images (encode, decode, upload through the Images API, presigned URLs), styles
+(create, import, wait for a job), the exact trilinear reference, synthetic photos, and the
+objects in the test stack's storage. (Accounts and the worker are fixtures in ``conftest.py``.)
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import numpy as np
@@ -17,8 +21,9 @@ from PIL import Image
 
 from tests.conftest import Account, wait_for_job
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
 SHARED = Path(
-    os.environ.get("PICFILTER_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")
+    os.environ.get("PICFILTER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 LUTS = SHARED / "luts"
 PHOTOS = SHARED / "photos"
@@ -33,10 +38,19 @@ CONTENT_TYPES = {
 }
 
 
+def missing_shared(what: str) -> NoReturn:
+    """A test whose ``../shared/data`` is absent: it skips with the reason, except under
+    ``CI=true``, where it fails (CI must run every test)."""
+    if IN_CI:
+        pytest.fail(f"CI=true: {what} is missing (tests that need shared data must not skip)")
+    pytest.skip(f"{what} is absent (set PICFILTER_SHARED_DATA)")
+
+
 def require_shared(*paths: Path) -> None:
+    """Skip (fail under ``CI=true``) unless every path exists (default: the LUTs and photos)."""
     for p in paths or (LUTS, PHOTOS):
         if not p.exists():
-            pytest.skip(f"shared data not found: {p} (set PICFILTER_SHARED_DATA)")
+            missing_shared(f"shared data {p}")
 
 
 def source_path(name: str) -> Path:
@@ -100,8 +114,10 @@ async def upload_image(
     *,
     filename: str | None = None,
     confirm: bool = True,
+    store_exif: bool | None = None,
 ) -> dict[str, Any]:
-    """Upload through the Images API: create -> PUT the presigned URL -> confirm."""
+    """Upload through the Images API: create -> PUT the presigned URL -> confirm (unless
+    ``confirm=False``: then ``{"id", "status": "pending"}``)."""
     if isinstance(data, np.ndarray):
         data, content_type = encode(data, "png"), content_type or "image/png"
     if isinstance(data, Path):
@@ -111,11 +127,10 @@ async def upload_image(
     assert content_type, "content_type is needed for raw bytes"
     ext = {v: k for k, v in CONTENT_TYPES.items()}.get(content_type, ".bin")
     filename = filename or f"test-{uuid.uuid4().hex[:6]}{ext}"
-    r = await client.post(
-        "/api/v1/images/upload",
-        json={"filename": filename, "content_type": content_type, "size": len(data)},
-        headers=account.headers,
-    )
+    body: dict[str, Any] = {"filename": filename, "content_type": content_type, "size": len(data)}
+    if store_exif is not None:
+        body["store_exif"] = store_exif
+    r = await client.post("/api/v1/images/upload", json=body, headers=account.headers)
     assert r.status_code == 201, r.text
     up = r.json()
     await put_url(client, up["upload_url"], data, up["headers"])
@@ -128,24 +143,25 @@ async def upload_image(
     return image
 
 
+async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A request to a presigned URL: the app itself (local storage) or the S3 server (moto on
+    loopback, through a plain client)."""
+    if url.startswith(str(client.base_url)) or url.startswith("/"):
+        return await client.request(method, url, **kwargs)
+    async with httpx.AsyncClient(timeout=30) as plain:
+        return await plain.request(method, url, **kwargs)
+
+
 async def put_url(
     client: httpx.AsyncClient, url: str, data: bytes, headers: dict[str, str]
 ) -> None:
-    if url.startswith(str(client.base_url)) or url.startswith("/"):
-        r = await client.put(url, content=data, headers=headers)
-    else:  # S3 (moto) on loopback
-        async with httpx.AsyncClient() as plain:
-            r = await plain.put(url, content=data, headers=headers)
+    r = await send(client, "PUT", url, content=data, headers=headers)
     assert r.status_code in (200, 204), r.text
 
 
 async def fetch_url(client: httpx.AsyncClient, url: str) -> httpx.Response:
     """GET a presigned URL (local storage through the app, S3 through a plain client)."""
-    if url.startswith(str(client.base_url)) or url.startswith("/"):
-        r = await client.get(url)
-    else:
-        async with httpx.AsyncClient() as plain:
-            r = await plain.get(url)
+    r = await send(client, "GET", url)
     assert r.status_code == 200, (url, r.status_code, r.text[:300])
     return r
 
@@ -200,22 +216,61 @@ def identity_lattice(size: int) -> np.ndarray:
     return np.stack([r, g, b], -1)
 
 
+def reference_trilinear(
+    table: np.ndarray,
+    rgb: np.ndarray,
+    domain_min: np.ndarray | None = None,
+    domain_max: np.ndarray | None = None,
+) -> np.ndarray:
+    """Independent exact trilinear lookup in float64, written for the tests only.
+
+    ``table[r, g, b, c]`` (N, N, N, 3); ``rgb`` (..., 3) floats; inputs are rescaled from the
+    domain to [0, 1] and clamped. Loops over the 8 cell corners explicitly.
+    """
+    t = np.asarray(table, np.float64)
+    n = t.shape[0]
+    x = np.asarray(rgb, np.float64).reshape(-1, 3)
+    lo_d = np.zeros(3) if domain_min is None else np.asarray(domain_min, np.float64)
+    hi_d = np.ones(3) if domain_max is None else np.asarray(domain_max, np.float64)
+    pos = np.clip((x - lo_d) / (hi_d - lo_d), 0.0, 1.0) * (n - 1)
+    base = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
+    frac = pos - base
+    out = np.zeros_like(x)
+    for corner in range(8):
+        offs = np.array([(corner >> 2) & 1, (corner >> 1) & 1, corner & 1])
+        weight = np.prod(np.where(offs == 1, frac, 1.0 - frac), axis=1)
+        idx = base + offs
+        out += weight[:, None] * t[idx[:, 0], idx[:, 1], idx[:, 2]]
+    return out.reshape(np.shape(rgb))
+
+
 def trilinear_reference(table: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """An independent trilinear lookup (float64 NumPy, ``table[r, g, b]``) of a uint8 image."""
-    n = table.shape[0]
-    x = image.reshape(-1, 3).astype(np.float64) / 255.0 * (n - 1)
-    i0 = np.clip(np.floor(x).astype(np.int64), 0, n - 2)
-    f = x - i0
-    out = np.zeros((x.shape[0], 3))
-    for dr in (0, 1):
-        wr = f[:, 0] if dr else 1 - f[:, 0]
-        for dg in (0, 1):
-            wg = f[:, 1] if dg else 1 - f[:, 1]
-            for db in (0, 1):
-                wb = f[:, 2] if db else 1 - f[:, 2]
-                w = (wr * wg * wb)[:, None]
-                out += w * table[i0[:, 0] + dr, i0[:, 1] + dg, i0[:, 2] + db]
-    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8).reshape(image.shape)
+    """:func:`reference_trilinear` of a uint8 image, rounded back to uint8."""
+    out = reference_trilinear(table, np.asarray(image, np.float64) / 255.0)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def quantize(values: np.ndarray, maxv: int = 255) -> np.ndarray:
+    """Round-half-up and clip to integer codes, as an image encoder would."""
+    return np.clip(np.floor(np.asarray(values) * maxv + 0.5), 0, maxv)
+
+
+def make_photo(seed: int, height: int = 96, width: int = 128) -> np.ndarray:
+    """A small synthetic 'photo' (uint8): smooth gradients plus soft color blobs, so that it
+    covers a broad, natural-looking part of the color cube."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.zeros((height, width, 3))
+    base = rng.uniform(0.25, 0.7, 3)
+    grad = rng.normal(0, 0.3, (2, 3))
+    img += base + yy[..., None] * grad[0] + xx[..., None] * grad[1]
+    for _ in range(12):
+        cy, cx = rng.random(2) * [height / max(height, width), width / max(height, width)]
+        radius = rng.uniform(0.05, 0.3)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+        img += blob[..., None] * rng.normal(0, 0.25, 3)
+    img += rng.normal(0, 0.01, img.shape)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def parse_cube_independently(text: str) -> tuple[str | None, int, np.ndarray]:
