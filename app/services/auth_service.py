@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import bcrypt
@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import Settings
 from app.errors import Conflict, NotAuthenticated
 from app.models import User
+from app.models.base import utcnow
 from app.schemas.auth import RegisterRequest, TokenPair
 from app.storage.kv import KeyValueStore
 
@@ -153,7 +154,7 @@ def _refresh_ttl(settings: Settings) -> int:
 
 
 def _pair(user_id: uuid.UUID, sid: str, jti: str, settings: Settings) -> TokenPair:
-    now = datetime.now(UTC)
+    now = utcnow()
     return TokenPair(
         access_token=_access_token(user_id, settings, now),
         refresh_token=_refresh_token(user_id, sid, jti, settings, now),

@@ -28,7 +28,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from app.errors import (
 )
 from app.ml import imaging
 from app.models import Image, ImageStatus, Job, JobType, User
+from app.models.base import utcnow
 from app.schemas.image import ImageOut, UploadRequest
 from app.services import job_service
 from app.services.job_service import JobContext, PermanentJobError
@@ -70,10 +71,6 @@ ALLOWED_TYPES: dict[str, str] = {
 CLEANUP_GRACE = timedelta(days=1)
 # Decoding holds up to max_image_pixels x 4 bytes; at most this many at once per API process.
 _DECODE_SLOTS = threading.BoundedSemaphore(2)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def image_not_found() -> NotFound:
@@ -198,7 +195,7 @@ async def confirm_upload(
         )
     info = await to_thread.run_sync(storage.head, image.storage_key)
     if info is None:
-        if _now() > image.upload_expires_at:
+        if utcnow() > image.upload_expires_at:
             raise Conflict(
                 "The upload URL expired before a file was uploaded; start a new upload",
                 code="upload_expired",
@@ -238,7 +235,7 @@ async def confirm_upload(
             color_profile=probe.color_profile,
             exif=probe.exif if image.store_exif else None,
             error=None,
-            confirmed_at=_now(),
+            confirmed_at=utcnow(),
         )
     )
     if getattr(result, "rowcount", 0) == 1:  # a concurrent confirm may have won the race
@@ -378,7 +375,7 @@ def cleanup_expired_uploads(
     batch: int = 200,
 ) -> dict[str, int]:
     """Remove ``pending`` images whose upload URL expired over ``grace`` ago (rows + objects)."""
-    cutoff = (now or _now()) - grace
+    cutoff = (now or utcnow()) - grace
     removed = 0
     while True:
         with db.session() as s:
