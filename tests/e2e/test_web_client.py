@@ -348,6 +348,17 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     assert "LUT_3D_SIZE 33" in cube.read_text()
     check_screen(s, "style", shots, findings)
 
+    # The owner renames the style and tags it (PATCH), on its page; it stays so after a reload.
+    edit = page.locator("form", has_text="Edit this style")
+    edit.get_by_label("Name").fill("Golden contrast")
+    edit.get_by_label("Tags").fill("Warm, film")
+    edit.get_by_role("button", name="Save changes").click()
+    edit.get_by_text("Saved.").wait_for()
+    page.locator("h1", has_text="Golden contrast").wait_for()
+    page.reload()
+    page.locator("h1", has_text="Golden contrast").wait_for()
+    assert page.locator(".tags a").all_inner_texts() == ["warm", "film"]
+
     s.go("styles")
     imp = page.locator("form", has_text="Import a LUT file as a style")
     imp.get_by_label("LUT file").set_input_files(str(cube))
@@ -367,7 +378,7 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     cards = t.page.locator(".style-card h3")
     cards.first.wait_for()
     before = cards.all_inner_texts()
-    assert sorted(before) == ["Warm contrast", "Warm imported"], before
+    assert sorted(before) == ["Golden contrast", "Warm imported"], before
     last = before[-1]  # unrated styles tie; five stars must lift this one to the top
     check_screen(t, "community", shots, findings)
     t.page.get_by_role("link", name=last).click()
@@ -377,6 +388,16 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     t.page.get_by_label("Add a comment").fill("Lovely warm tones <b>not bold</b>")
     t.page.get_by_role("button", name="Post comment").click()
     t.page.locator(".comment", has_text="Lovely warm tones <b>not bold</b>").wait_for()
+    # ...edits it, then posts and deletes another (the author's own comment tools).
+    t.page.get_by_role("button", name="Edit your comment").click()
+    t.page.get_by_label("Changed comment").fill("Lovely warm tones <b>not bold</b>, soft greens")
+    t.page.get_by_role("button", name="Save comment").click()
+    t.page.locator(".comment", has_text="soft greens").get_by_text("(edited)").wait_for()
+    t.page.get_by_label("Add a comment").fill("Second thought")
+    t.page.get_by_role("button", name="Post comment").click()
+    second = t.page.locator(".comment", has_text="Second thought")
+    second.get_by_role("button", name="Delete your comment").click()
+    second.wait_for(state="detached")
     rated_url = t.page.url
     check_screen(t, "style-community", shots, findings)
     t.page.get_by_role("button", name="Fork (make my own copy)").click()

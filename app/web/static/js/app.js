@@ -149,13 +149,18 @@ async function photosView() {
 }
 
 // ---- teach -----------------------------------------------------------------------------------
-async function teachView() {
+async function teachView(params) {
   if (!currentSession()) return needLogin("Teach a style");
   const msg = messageBox();
+  let again = null; // ?style=ID: learn an existing style of mine again
+  if (params && params.get("style")) {
+    try { again = await api("GET", `/styles/${params.get("style")}`); } catch (e) { page("Teach a style", msg.el); msg.show(e); return; }
+  }
   let images = [];
   const name = h("input", { name: "name", required: true, maxlength: 100, placeholder: "Golden hour" });
   const desc = h("textarea", { name: "description", rows: 2, maxlength: 5000 });
   const vis = h("select", { name: "visibility" }, ["private", "unlisted", "public"].map((v) => h("option", { value: v }, v)));
+  const tags = h("input", { name: "tags", maxlength: 900 });
   const pairsBox = h("ol.pairs", { "aria-label": "Before and after pairs" });
   const refsBox = h("fieldset.refs", h("legend", "Reference photos (optional): make photos look like these"));
   const uploads = h("ul.uploads", { "aria-label": "Uploads" });
@@ -197,7 +202,10 @@ async function teachView() {
   const result = h("section.result", { "aria-live": "polite" });
   const submit = h("button.primary", { type: "submit" }, "Start learning");
   const form = h("form",
-    h("div.card", field("Style name", name), field("Description (optional)", desc), field("Who can see it", vis, "Public styles appear in the community gallery.")),
+    again ? h("div.card", h("p", "Learning ", h("a", { href: `#/style/${again.id}` }, again.name), " again: its name, description and visibility stay as they are (change them on ",
+      h("a", { href: `#/style/${again.id}` }, "its page"), "). Its current model stays until the new one is ready."))
+      : h("div.card", field("Style name", name), field("Description (optional)", desc),
+        field("Tags (optional)", tags, "Separate tags with commas, e.g. warm, film, portrait."), field("Who can see it", vis, "Public styles appear in the community gallery.")),
     h("div.card", h("h2", "Before / after pairs"), zone, uploads, pairsBox,
       h("button.secondary", { type: "button", onclick: () => addPair() }, "Add a pair by hand")),
     h("div.card", refsBox), h("div.card", modelSet), msg.el, submit, progress, result);
@@ -209,11 +217,11 @@ async function teachView() {
     if (pairs.some(([b, a]) => !b || !a)) return msg.show("Every pair needs both a before and an after photo.");
     const refs = [...refsBox.querySelectorAll("input:checked")].map((c) => c.value);
     if (!pairs.length && !refs.length) return msg.show("Give at least one before/after pair or one reference photo.");
-    if (!name.value.trim()) return msg.show("Give the style a name.");
+    if (!again && !name.value.trim()) return msg.show("Give the style a name.");
     const model = form.querySelector("input[name=model]:checked").value;
     submit.disabled = true;
     try {
-      const style = await api("POST", "/styles", { name: name.value.trim(), description: desc.value, visibility: vis.value });
+      const style = again || await api("POST", "/styles", { name: name.value.trim(), description: desc.value, tags: tagList(tags.value), visibility: vis.value });
       const job = await api("POST", `/styles/${style.id}/learn`, {
         model, pairs: pairs.map(([b, a]) => ({ before_image_id: b, after_image_id: a })), reference_image_ids: refs,
       });
@@ -227,7 +235,7 @@ async function teachView() {
         h("a.button.secondary", { href: `#/style/${fresh.id}` }, "Open the style page")));
     } catch (err) { msg.show(err.status !== undefined ? err : err.message); } finally { submit.disabled = false; }
   });
-  page("Teach a style", form);
+  page(again ? `Learn “${again.name}” again` : "Teach a style", form);
   try { await loadImages(); drawRefs(); addPair(); } catch (e) { msg.show(e); }
 }
 
@@ -250,13 +258,17 @@ async function stylesView() {
   const file = h("input", { type: "file", accept: ".cube,.3dl,.png,.spi3d,.csp", required: true });
   const iname = h("input", { required: true, maxlength: 100 });
   const ivis = h("select", ["private", "unlisted", "public"].map((v) => h("option", { value: v }, v)));
+  const idesc = h("textarea", { rows: 2, maxlength: 5000 });
+  const itags = h("input", { maxlength: 900 });
   const imp = h("form.card", { "aria-labelledby": "imp-h" }, h("h2", { id: "imp-h" }, "Import a LUT file as a style"),
-    field("LUT file", file, "A .cube 3D LUT from Resolve, Photoshop, a LUT pack..."), field("Name", iname), field("Who can see it", ivis),
+    field("LUT file", file, "A .cube 3D LUT from Resolve, Photoshop, a LUT pack..."), field("Name", iname), field("Description (optional)", idesc),
+    field("Tags (optional)", itags, "Separate tags with commas."), field("Who can see it", ivis),
     impMsg.el, h("button.primary", { type: "submit" }, "Import"));
   file.addEventListener("change", () => { if (!iname.value && file.files[0]) iname.value = file.files[0].name.replace(/\.[^.]+$/, ""); });
   imp.addEventListener("submit", async (e) => {
     e.preventDefault(); impMsg.clear();
     const fd = new FormData(); fd.append("file", file.files[0]); fd.append("name", iname.value.trim()); fd.append("visibility", ivis.value);
+    fd.append("description", idesc.value); for (const t of tagList(itags.value)) fd.append("tags", t);
     try { const st = await api("POST", "/styles/import", fd); impMsg.show(`Imported “${st.name}”.`, "ok"); load(); } catch (err) { impMsg.show(err); }
   });
   const load = async () => {
@@ -284,9 +296,15 @@ async function styleView(id) {
   try { st = await api("GET", `/styles/${id}`); } catch (e) { page("Style", msg.el); msg.show(e); return; }
   const me = currentSession() && currentSession().user;
   const mine = me && me.id === st.owner.id;
-  const parts = [h("p.meta", `by ${st.owner.username} · ${st.visibility} · created ${when(st.created_at)}`), styleSummary(st)];
-  if (st.description) parts.push(h("p", st.description));
-  parts.push(msg.el);
+  const meta = h("p.meta"); const about = h("div.about");
+  const drawAbout = (s) => {
+    clear(meta, "by ", h("a", { href: `#/community?owner=${encodeURIComponent(s.owner.username)}` }, s.owner.username),
+      ` · ${s.visibility} · created ${when(s.created_at)}`);
+    clear(about, s.description ? h("p.description", s.description) : null, tagLinks(s.tags));
+  };
+  drawAbout(st);
+  const summary = styleSummary(st);
+  const parts = [meta, summary, about, msg.el];
   const actions = h("div.actions");
   if (st.status === "ready" || st.model) actions.append(h("a.button", { href: `#/apply?style=${st.id}` }, "Apply to my photos"));
   if (me && st.model) {
@@ -295,22 +313,55 @@ async function styleView(id) {
     } }, mine ? "Duplicate" : "Fork (make my own copy)"));
   }
   parts.push(actions);
-  if (mine) parts.push(ownerPanel(st, msg));
+  if (mine) {
+    parts.push(ownerPanel(st, (fresh) => {
+      st = fresh; drawAbout(fresh);
+      view.querySelector("h1").textContent = fresh.name;
+      summary.querySelector("h2").textContent = fresh.name;
+      const img = summary.querySelector("img.preview");
+      if (img) img.alt = `Preview of ${fresh.name}: before on the left, after on the right`;
+      document.title = `${fresh.name} · PicFilter`;
+      announce(`Saved: ${fresh.name}`);
+    }));
+  }
   if (me && st.model) parts.push(exportPanel(st));
   parts.push(await communityPanel(st, me, mine));
   page(st.name, ...parts);
 }
 
-function ownerPanel(st, msg) {
-  const vis = h("select", ["private", "unlisted", "public"].map((v) => h("option", { value: v, selected: v === st.visibility }, v)));
-  return h("section.card", h("h2", "Settings"), field("Who can see it", vis),
-    h("button.secondary", { onclick: async () => {
-      try { await api("PATCH", `/styles/${st.id}`, { visibility: vis.value }); msg.show(`Visibility is now ${vis.value}.`, "ok"); } catch (e) { msg.show(e); }
-    } }, "Save visibility"), " ",
-    h("button.danger", { onclick: async () => {
+const tagList = (text) => [...new Set(text.split(",").map((t) => t.trim().toLowerCase()).filter(Boolean))];
+
+function tagLinks(tags) {
+  return tags && tags.length ? h("p.tags", "Tags: ", tags.map((t, i) => [i ? ", " : "", h("a", { href: `#/community?tag=${encodeURIComponent(t)}` }, t)])) : null;
+}
+
+function ownerPanel(st, onSaved) {
+  const msg = messageBox();
+  const name = h("input", { name: "name", required: true, maxlength: 100, value: st.name });
+  const desc = h("textarea", { name: "description", rows: 3, maxlength: 5000 }, st.description || "");
+  const tags = h("input", { name: "tags", value: (st.tags || []).join(", "), maxlength: 900 });
+  const vis = h("select", { name: "visibility" }, ["private", "unlisted", "public"].map((v) => h("option", { value: v, selected: v === st.visibility }, v)));
+  const save = h("button.primary", { type: "submit" }, "Save changes");
+  const form = h("form.card", { "aria-labelledby": "edit-h" }, h("h2", { id: "edit-h" }, "Edit this style"),
+    field("Name", name), field("Description", desc), field("Tags", tags, "Separate tags with commas, e.g. warm, film, portrait."),
+    field("Who can see it", vis, "Public styles appear in the community gallery."), msg.el, save, " ",
+    h("a.button.secondary", { href: `#/teach?style=${st.id}` }, "Learn it again from other photos"), " ",
+    h("button.danger", { type: "button", onclick: async () => {
       if (!confirm(`Delete the style “${st.name}”?`)) return;
-      try { await api("DELETE", `/styles/${st.id}`); location.hash = "#/styles"; } catch (e) { msg.show(e); }
+      try { await api("DELETE", `/styles/${st.id}`); location.hash = "#/styles"; announce("Style deleted"); } catch (e) { msg.show(e); }
     } }, "Delete style"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault(); msg.clear();
+    if (!name.value.trim()) return msg.show("Give the style a name.");
+    save.disabled = true;
+    try {
+      const fresh = await api("PATCH", `/styles/${st.id}`, { name: name.value.trim(), description: desc.value, tags: tagList(tags.value), visibility: vis.value });
+      st = fresh; tags.value = fresh.tags.join(", ");
+      msg.show("Saved.", "ok");
+      onSaved(fresh);
+    } catch (err) { msg.show(err); } finally { save.disabled = false; }
+  });
+  return form;
 }
 
 function exportPanel(st) {
@@ -351,21 +402,27 @@ async function communityPanel(st, me, mine) {
   if (me && !mine && st.visibility !== "private") {
     let my = null;
     try { my = (await api("GET", `/styles/${st.id}/rating`)).my_score; } catch { /* not rated */ }
+    const withdraw = h("button.small.secondary", { type: "button", hidden: my === null, onclick: async () => {
+      try {
+        await api("DELETE", `/styles/${st.id}/rating`);
+        const r = await api("GET", `/styles/${st.id}/rating`);
+        summary.textContent = stars(r.rating_avg, r.rating_count);
+        set.querySelectorAll("input").forEach((i) => { i.checked = false; });
+        withdraw.hidden = true; announce("Rating removed");
+      } catch (e) { msg.show(e); }
+    } }, "Remove my rating");
     const set = h("fieldset.rating", h("legend", "Your rating"),
       [1, 2, 3, 4, 5].map((n) => h("label.star", h("input", { type: "radio", name: "score", value: n, checked: my === n,
         onchange: async () => {
-          try { const r = await api("PUT", `/styles/${st.id}/rating`, { score: n }); summary.textContent = stars(r.rating_avg, r.rating_count); announce(`Rated ${n} of 5`); } catch (e) { msg.show(e); }
-        } }), h("span", `${n} ★`))));
+          try { const r = await api("PUT", `/styles/${st.id}/rating`, { score: n }); summary.textContent = stars(r.rating_avg, r.rating_count); withdraw.hidden = false; announce(`Rated ${n} of 5`); } catch (e) { msg.show(e); }
+        } }), h("span", `${n} ★`))), withdraw);
     box.append(set);
   }
   const list = h("ol.comments", { "aria-label": "Comments" });
   const load = async () => {
     try {
       const r = await api("GET", `/styles/${st.id}/comments?limit=100`);
-      clear(list, r.items.length ? r.items.map((c) => h("li.comment", h("p.meta", `${c.author.username} · ${when(c.created_at)}${c.edited_at ? " (edited)" : ""}`), h("p", c.body),
-        me && (me.id === c.author.id || mine) ? h("button.small", { "aria-label": `Delete the comment by ${c.author.username}`, onclick: async () => {
-          try { await api("DELETE", `/comments/${c.id}`); load(); } catch (e) { msg.show(e); }
-        } }, "Delete") : null)) : [h("li.empty", "No comments yet.")]);
+      clear(list, r.items.length ? r.items.map((c) => commentItem(c, me, mine, msg, load)) : [h("li.empty", "No comments yet.")]);
     } catch (e) { msg.show(e); }
   };
   box.append(list, msg.el);
@@ -380,6 +437,29 @@ async function communityPanel(st, me, mine) {
   } else box.append(h("p", h("a", { href: "#/account" }, "Log in"), " to rate and comment."));
   load();
   return box;
+}
+
+function commentItem(c, me, mine, msg, reload) {
+  const own = me && me.id === c.author.id;
+  const text = h("p.body", c.body);
+  const tools = h("div.comment-tools");
+  const li = h("li.comment", h("p.meta", `${c.author.username} · ${when(c.created_at)}${c.edited_at ? " (edited)" : ""}`), text, tools);
+  const edit = own ? h("button.small.secondary", { type: "button", "aria-label": "Edit your comment", onclick: () => {
+    const body = h("textarea", { rows: 3, maxlength: 2000, required: true }, c.body);
+    const form = h("form.comment-edit", field("Changed comment", body),
+      h("button.small", { type: "submit" }, "Save comment"), " ",
+      h("button.small.secondary", { type: "button", onclick: () => { form.replaceWith(text); tools.hidden = false; edit.focus(); } }, "Cancel"));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault(); msg.clear();
+      try { await api("PATCH", `/comments/${c.id}`, { body: body.value }); announce("Comment saved"); reload(); } catch (err) { msg.show(err); }
+    });
+    text.replaceWith(form); tools.hidden = true; body.focus();
+  } }, "Edit") : null;
+  const del = me && (own || mine) ? h("button.small", { type: "button", "aria-label": own ? "Delete your comment" : `Delete the comment by ${c.author.username}`, onclick: async () => {
+    try { await api("DELETE", `/comments/${c.id}`); announce("Comment deleted"); reload(); } catch (e) { msg.show(e); }
+  } }, "Delete") : null;
+  if (edit || del) tools.append(...[edit, " ", del].filter(Boolean));
+  return li;
 }
 
 // ---- apply -----------------------------------------------------------------------------------
@@ -501,6 +581,55 @@ async function loadBitmap(img) {
   throw new Error("this photo cannot be decoded by the browser and has no thumbnail yet");
 }
 
+// ---- jobs ------------------------------------------------------------------------------------
+const JOB_WORDS = { learn_style: "Learning", apply_style: "Applying", export_style: "Exporting" };
+
+async function jobsView(params) {
+  if (!currentSession()) return needLogin("My jobs");
+  const msg = messageBox();
+  const status = h("select", { name: "status" }, [["", "any"], ["queued", "queued"], ["processing", "processing"], ["completed", "completed"],
+    ["failed", "failed"], ["cancelled", "cancelled"]].map(([v, l]) => h("option", { value: v, selected: v === (params.get("status") || "") }, l)));
+  const list = h("ul.job-list", { "aria-label": "Jobs" });
+  const more = h("button.secondary", { type: "button", hidden: true }, "Show more");
+  let cursor = null;
+  const row = (j) => {
+    const state = h("span", statusBadge(j.status), j.status === "processing" ? ` ${j.progress} %` : "");
+    const what = h("span.name", JOB_WORDS[j.type] || j.type, " ", j.style_id ? h("a", { href: `#/style/${j.style_id}` }, "style") : null);
+    const li = h("li.job-item", what, h("small", `started ${when(j.created_at)}${j.finished_at ? ` · finished ${when(j.finished_at)}` : ""}`), state);
+    const r = j.result || {};
+    if (j.status === "completed" && (r.result_url || r.download_url)) {
+      li.append(h("a.button.small", { href: r.result_url || r.download_url, download: r.filename || "" },
+        r.filename ? `Download ${r.filename}` : "Download the result"));
+    }
+    if (j.error) li.append(h("span.msg.error", j.error));
+    if (j.status === "queued" || j.status === "processing") {
+      li.append(h("button.small.secondary", { type: "button", "aria-label": `Cancel this ${(JOB_WORDS[j.type] || "job").toLowerCase()} job`, onclick: async (e) => {
+        e.target.disabled = true;
+        try { const c = await api("POST", `/jobs/${j.id}/cancel`); li.replaceWith(row(c)); announce(`Job ${c.status}`); } catch (err) { msg.show(err); e.target.disabled = false; }
+      } }, "Cancel"));
+    }
+    return li;
+  };
+  const load = async (append) => {
+    msg.clear();
+    const qs = new URLSearchParams({ limit: "20" });
+    if (status.value) qs.set("status", status.value);
+    if (append && cursor) qs.set("cursor", cursor);
+    try {
+      const r = await api("GET", `/jobs?${qs}`);
+      if (!append) clear(list);
+      list.append(...r.items.map(row));
+      if (!list.children.length) list.append(h("li.empty", "No jobs here yet: learning, applying and exporting show up here."));
+      cursor = r.next_cursor; more.hidden = !cursor;
+    } catch (e) { msg.show(e); }
+  };
+  status.addEventListener("change", () => load(false));
+  more.addEventListener("click", () => load(true));
+  page("My jobs", h("p", "Everything you asked PicFilter to do, newest first. Results stay downloadable here."),
+    h("div.search", field("Show", status), h("button.secondary", { type: "button", onclick: () => load(false) }, "Refresh")), msg.el, list, more);
+  load(false);
+}
+
 // ---- community -------------------------------------------------------------------------------
 function communityView(params) {
   const msg = messageBox();
@@ -508,12 +637,17 @@ function communityView(params) {
   const sort = h("select", { name: "sort" }, [["top_rated", "Top rated"], ["newest", "Newest"], ["most_used", "Most used"]]
     .map(([v, l]) => h("option", { value: v, selected: v === (params.get("sort") || "top_rated") }, l)));
   const list = h("ul.cards", { "aria-label": "Styles" });
+  const tag = params.get("tag"); const owner = params.get("owner");
+  const filter = tag || owner ? h("p.filter", `Showing ${tag ? `styles tagged “${tag}”` : ""}${tag && owner ? " " : ""}${owner ? `styles by ${owner}` : ""} · `,
+    h("a", { href: "#/community" }, "show all styles")) : null;
   const more = h("button.secondary", { type: "button", hidden: true }, "Show more");
   let cursor = null;
   const load = async (append) => {
     msg.clear();
     const qs = new URLSearchParams({ sort: sort.value, limit: "24" });
     if (q.value.trim()) qs.set("q", q.value.trim());
+    if (tag) qs.set("tag", tag);
+    if (owner) qs.set("owner", owner);
     if (append && cursor) qs.set("cursor", cursor);
     try {
       const r = await api("GET", `/styles?${qs}`);
@@ -529,14 +663,14 @@ function communityView(params) {
   form.addEventListener("submit", (e) => { e.preventDefault(); load(false); });
   sort.addEventListener("change", () => load(false));
   more.addEventListener("click", () => load(true));
-  page("Community styles", form, msg.el, list, more);
+  page("Community styles", form, filter, msg.el, list, more);
   load(false);
 }
 
 // ---- router ----------------------------------------------------------------------------------
 const ROUTES = [
   ["photos", photosView, "My photos"], ["teach", teachView, "Teach a style"], ["apply", applyView, "Apply"],
-  ["styles", stylesView, "My styles"], ["community", communityView, "Community"], ["account", accountView, "Account"],
+  ["styles", stylesView, "My styles"], ["community", communityView, "Community"], ["jobs", jobsView, "Jobs"], ["account", accountView, "Account"],
 ];
 
 function drawNav() {
