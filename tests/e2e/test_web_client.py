@@ -358,6 +358,8 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     page.reload()
     page.locator("h1", has_text="Golden contrast").wait_for()
     assert page.locator(".tags a").all_inner_texts() == ["warm", "film"]
+    page.get_by_role("link", name="Learn it again from other photos").click()
+    page.locator("h1", has_text="Learn “Golden contrast” again").wait_for()
 
     s.go("styles")
     imp = page.locator("form", has_text="Import a LUT file as a style")
@@ -368,6 +370,12 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     page.get_by_text("Imported “Warm imported”.").wait_for()
     page.locator(".style-card", has_text="Warm imported").wait_for()
     check_screen(s, "styles", shots, findings)
+    s.go("jobs")  # every job of the user, with its result still downloadable
+    page.locator(".job-item", has_text="Exporting").get_by_role(
+        "link", name="Download warm-contrast_33.cube"
+    ).wait_for()
+    assert page.locator(".job-item", has_text="Applying").count() >= 1
+    check_screen(s, "jobs", shots, findings)
     assert not s.foreign_requests(), s.foreign_requests()
     assert not s.errors, s.errors
 

@@ -582,7 +582,7 @@ async function loadBitmap(img) {
 }
 
 // ---- jobs ------------------------------------------------------------------------------------
-const JOB_WORDS = { learn_style: "Learning", apply_style: "Applying", export_style: "Exporting" };
+const JOB_WORDS = { learn_style: "Learning", apply_style: "Applying", export_cube: "Exporting", thumbnail: "Making a thumbnail" };
 
 async function jobsView(params) {
   if (!currentSession()) return needLogin("My jobs");
