@@ -86,11 +86,24 @@ from app.ml.metrics import srgb_to_lab
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DLUTModel", "DLUTOptions", "fit", "fit_lut", "trilinear_matrix"]
+__all__ = [
+    "DLUTModel",
+    "DLUTOptions",
+    "fit",
+    "fit_lut",
+    "interpolation_gap",
+    "lattice_gain",
+    "make_safe",
+    "trilinear_matrix",
+]
 
 _CLIP_LOW = 0.5 / 255.0
 _CLIP_HIGH = 254.5 / 255.0
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
+SAFE_GAIN = 4.0  # lattice gain bound, at SAFE_QUANTILE (photos measured <= 3.5 with it)
+SAFE_QUANTILE = 0.99  # real film LUTs reach 3.7-7.7 at 0.999, 1.5-4.3 at 0.99
+SAFE_GAP = 0.75 / 255.0  # mean tetrahedral-vs-trilinear gap at cell centres (output units)
+SAFE_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
 @dataclass
@@ -151,6 +164,9 @@ class DLUTOptions:
     max_iters: int = 1500
     tol: float = 1e-6
     seed: int = 0
+    safe: bool = True
+    safe_gain: float = SAFE_GAIN
+    safe_gap: float = SAFE_GAP * 255.0
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> DLUTOptions:
@@ -537,9 +553,128 @@ def fit_lut(
         lut_size=opts.lut_size,
         outside_fraction=float(np.mean((x < 0.0) | (x > 1.0))),
     )
-    if opts.bound_weight > 0:
-        x = np.clip(x, 0.0, 1.0)
-    return LUT3D(x.reshape(n, n, n, 3).astype(np.float32)), info
+    table = x.reshape(n, n, n, 3)
+    if opts.safe:
+        table, info["safety"] = make_safe(
+            table, max_gain=opts.safe_gain, max_gap=opts.safe_gap / 255.0
+        )
+    elif opts.bound_weight > 0:
+        table = np.clip(table, 0.0, 1.0)
+    info["seconds"] = time.perf_counter() - start
+    return LUT3D(table.astype(np.float32)), info
+
+
+# ---------------------------------------------------------------------------------------------
+# safety: a cheap post-step on any fitted table (issue 10)
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward_steps() -> list[tuple[int, int, int]]:
+    return [
+        s
+        for s in ((dr, dg, db) for dr in (-1, 0, 1) for dg in (-1, 0, 1) for db in (-1, 0, 1))
+        if s > (0, 0, 0)
+    ]
+
+
+def lattice_gain(table: np.ndarray, *, per_direction: bool = False) -> Any:
+    """CIELAB gain (output over input ΔE76) along the 13 forward neighbour directions (axes, face
+    and body diagonals) of every lattice point of an (N, N, N, 3) table on [0, 1]: the directions
+    a photo's neighbouring pixels may take through the lattice (the axes alone miss tearing along
+    diagonals). Flat array of all edge ratios (``per_direction``: a list, one array per
+    direction)."""
+    t = np.asarray(table, np.float64)
+    n = t.shape[0]
+    lab_out = srgb_to_lab(np.clip(t, 0.0, 1.0).reshape(-1, 3)).reshape(n, n, n, 3)
+    lab_in = _node_lab(n).reshape(n, n, n, 3)
+    ratios = []
+    for step in _forward_steps():
+        a = tuple(slice(max(0, -d), n - max(0, d)) for d in step)
+        b = tuple(slice(max(0, d), n - max(0, -d)) for d in step)
+        d_in = np.linalg.norm(lab_in[b] - lab_in[a], axis=-1)
+        d_out = np.linalg.norm(lab_out[b] - lab_out[a], axis=-1)
+        ratios.append((d_out / np.maximum(d_in, 1e-6)).ravel())
+    return ratios if per_direction else np.concatenate(ratios)
+
+
+def interpolation_gap(table: np.ndarray) -> np.ndarray:
+    """Per cell, the largest channel difference between trilinear and tetrahedral interpolation
+    at the cell centre: ``mean(8 corners) - (c000 + c111) / 2`` (tetrahedral is exact on the main
+    diagonal, so at the centre it is the mean of those two corners). Zero for a table that is
+    multilinear-free within cells (affine); what makes exports differ between tools."""
+    t = np.asarray(table, np.float64)
+    corners = [
+        t[i : t.shape[0] - 1 + i, j : t.shape[1] - 1 + j, k : t.shape[2] - 1 + k]
+        for i in (0, 1)
+        for j in (0, 1)
+        for k in (0, 1)
+    ]
+    tri = sum(corners) / 8.0
+    tet = 0.5 * (corners[0] + corners[7])
+    return np.abs(tri - tet).max(axis=-1).ravel()
+
+
+def make_safe(
+    table: np.ndarray,
+    *,
+    max_gain: float = SAFE_GAIN,
+    max_gap: float = SAFE_GAP,
+    gain_quantile: float = SAFE_QUANTILE,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Bound a fitted (N, N, N, 3) table: clip it into [0, 1]; then, while its lattice gain
+    (:func:`lattice_gain`, ``gain_quantile`` over all 13 directions) exceeds ``max_gain`` or the
+    mean :func:`interpolation_gap` exceeds ``max_gap``, replace the residual over the identity by
+    a Gaussian-smoothed copy (``scipy.ndimage.gaussian_filter`` on the lattice, sigma growing
+    through :data:`SAFE_SIGMAS`, in lattice steps of a 33^3 table) and clip again; past the last
+    sigma, blend toward the best affine map of the table. Milliseconds on 33^3. Model-agnostic:
+    any baked table may go through it. Returns the table and what was done (``sigma`` 0 = only
+    clipped)."""
+    from scipy.ndimage import gaussian_filter
+
+    t = np.asarray(table, np.float64)
+    n = t.shape[0]
+    ident = identity_table(n).astype(np.float64)
+    residual = t - ident
+    clipped = np.clip(t, 0.0, 1.0)
+
+    def measure(x: np.ndarray) -> tuple[float, float]:
+        # pooled over the 13 directions (the worst single direction's quantile would smooth
+        # film looks too: measured 4-8 on LUT-made fits)
+        gain = float(np.quantile(lattice_gain(x), gain_quantile))
+        return gain, float(interpolation_gap(x).mean())
+
+    gain0, gap0 = measure(clipped)
+    info: dict[str, Any] = {
+        "outside_before": float(np.mean((t < 0.0) | (t > 1.0))),
+        "gain_before": round(gain0, 3),
+        "gap_before": round(gap0 * 255.0, 3),
+        "sigma": 0.0,
+    }
+    out, gain, gap = clipped, gain0, gap0
+    scale = (n - 1) / 32.0  # sigmas are in 33^3 lattice steps
+    for sigma in SAFE_SIGMAS:
+        if gain <= max_gain and gap <= max_gap:
+            break
+        smooth = np.stack(
+            [gaussian_filter(residual[..., c], sigma * scale, mode="nearest") for c in range(3)],
+            axis=-1,
+        )
+        out = np.clip(ident + smooth, 0.0, 1.0)
+        gain, gap = measure(out)
+        info["sigma"] = sigma
+    if gain > max_gain or gap > max_gap:
+        flat = np.c_[ident.reshape(-1, 3), np.ones(n**3)]
+        coef, *_ = np.linalg.lstsq(flat, out.reshape(-1, 3), rcond=None)
+        affine = np.clip(flat @ coef, 0.0, 1.0).reshape(out.shape)
+        base = out
+        for blend in (0.25, 0.5, 0.75, 1.0):
+            out = (1.0 - blend) * base + blend * affine
+            gain, gap = measure(out)
+            info["affine_blend"] = blend
+            if gain <= max_gain and gap <= max_gap:
+                break
+    info.update(gain_after=round(gain, 3), gap_after=round(gap * 255.0, 3))
+    return out, info
 
 
 def _monotonic_refine(

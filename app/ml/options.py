@@ -98,6 +98,9 @@ class DLUTFitOptions(_Strict):
     max_iters: int = Field(1500, ge=1, le=10_000_000)
     tol: float = Field(1e-6, ge=0, lt=1)  # 0: run to max_iters (or the time budget)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    safe: bool = True
+    safe_gain: float = Field(4.0, ge=1, le=1e3)
+    safe_gap: float = Field(0.75, ge=0, le=255)
 
 
 class DLUTLearnOptions(LearnOptions, DLUTFitOptions):
