@@ -662,7 +662,8 @@ def make_safe(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Bound a fitted (N, N, N, 3) table: clip it into [0, 1]; then, while its lattice gain
     (:func:`lattice_gain`, ``gain_quantile`` over all 13 directions) exceeds ``max_gain`` or the
-    mean :func:`interpolation_gap` exceeds ``max_gap``, replace the residual over the identity by
+    mean :func:`interpolation_gap` (scaled to a 33^3 lattice: x ((N - 1) / 32)^2, the gap of the
+    33^3 table baked from it) exceeds ``max_gap``, replace the residual over the identity by
     a Gaussian-smoothed copy (``scipy.ndimage.gaussian_filter`` on the lattice, sigma growing
     through :data:`SAFE_SIGMAS`, in lattice steps of a 33^3 table) and clip again; past the last
     sigma, blend toward the best affine map of the table. Milliseconds on 33^3. Model-agnostic:
@@ -680,7 +681,8 @@ def make_safe(
         # pooled over the 13 directions (the worst single direction's quantile would smooth
         # film looks too: measured 4-8 on LUT-made fits)
         gain = float(np.quantile(lattice_gain(x), gain_quantile))
-        return gain, float(interpolation_gap(x).mean())
+        # the gap grows with the cell size squared: measured as the 33^3 table baked from it
+        return gain, float(interpolation_gap(x).mean()) * ((n - 1) / 32.0) ** 2
 
     gain0, gap0 = measure(clipped)
     info: dict[str, Any] = {

@@ -152,7 +152,7 @@ def test_default_fit_keeps_the_table_in_range(default_model) -> None:  # type: i
 def test_make_safe_bounds_any_table() -> None:
     # a random table (the worst case: every cell torn) comes out in range, bounded and smooth
     rng = np.random.default_rng(1)
-    table = rng.normal(0.5, 0.6, (17, 17, 17, 3))
+    table = rng.normal(0.5, 0.6, (33, 33, 33, 3))
     safe, info = make_safe(table)
     assert safe.min() >= 0.0
     assert safe.max() <= 1.0
