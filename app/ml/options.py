@@ -99,7 +99,7 @@ class DLUTFitOptions(_Strict):
     tol: float = Field(1e-6, ge=0, lt=1)  # 0: run to max_iters (or the time budget)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     safe: bool = True
-    safe_gain: float = Field(3.8, ge=1, le=1e3)
+    safe_gain: float = Field(5.0, ge=1, le=1e3)
     safe_gap: float = Field(0.5, ge=0, le=255)
 
 
