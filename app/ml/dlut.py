@@ -73,6 +73,15 @@ Measured on a loaded 2-core machine, real-like edits as in ``app.bench.real_edit
   worse at full strength: :func:`app.ml.learn.learn_style` scales the style on held-out photos.)
 * Fold fits on 3 of the 4 pairs: local gain 3.4-4.1, 45.5-47.6 dB.
 
+``python -m app.bench real_edits`` (models dlut and auto; machine loaded by 2-3 benchmark and
+test runs at once), dlut / auto rows: golden_years_film +2.08 dB mean over doing nothing (worst
+photo -1.94), local gain p99.9 max 2.61 on all 10 photos, 0 % of the table outside [0, 1],
+tetrahedral vs trilinear 58.4 dB, ho/act 1.25, learn 62 s (auto chose dlut: same row, 93 s);
+teal_and_orange_cinema dlut +3.92 dB (worst -1.74), 2.69, 0 %, 57.9 dB, 1.23, 45 s; auto>dlut
++3.47 (worst -1.07), 2.34, 0 %, 59.9 dB, 1.17, 57 s. (Before: tables 8-15 % outside, local gain
+5-17, 32-45 dB.) The oracle (the shared look alone) has a worst photo at -3.70 dB on teal: per-photo
+exposure and white balance make "never below doing nothing" unreachable for any global look there.
+
 Pixels: more than ``max_pixels`` (200k) training pixels are subsampled per color cell (up to a
 cap per 17^3 cell, every pixel of a rare color kept, reweighted so each cell keeps its weight);
 the former uniform 600k subset lost rare colors. Quick check, 3 LUT-made pairs (ml_quality's
