@@ -30,19 +30,22 @@ The optimization is linear algebra on the CPU (scipy.sparse); ``device`` is acce
 :func:`fit_lut` is the array-level entry point, reused by :mod:`app.ml.transfer`.
 
 Measured with ``python -m app.bench ml_quality`` (9 real looks; 3 training pairs at 1200 px; 5
-other photos): mean CIEDE2000 0.44, 95th percentile 1.73, PSNR 44.4 dB (doing nothing: 7.62 /
-14.38 / 23.9 dB); 2 s median per fit on 2 shared cores. The error sits in colors the training
-photos lack (coffee.png: 69 % of its pixels in lattice cells no training pixel touched, mean
-dE00 1.05; rocket.jpg: 3 %, 0.10). ``smoothness`` = 3e-9 was picked by a sweep (1e-6 .. 1e-9) on
-four of those looks, so the benchmark is not fully independent of the choice. CG stops at a
-relative residual of 1e-6; solving to 1e-7 changed the held-out error by -10 % to +16 %
-depending on the look (extrapolated cells are what moves), not consistently for the better.
-``balance`` was chosen on this same benchmark (0.5, 0.75 and 1.0 within 0.01 dE00 of each other;
-the 17^3 counting lattice within 0.02 of 9^3 and 33^3). Tried there and dropped: a global
-polynomial (degree 2-3) or additive per-channel-curve color fit as the prior mean, with the
-smoothness on the residual (mixed: some looks better, others worse; pulling unseen colors toward
-it was far worse), mixed second differences, a stronger smoothness at lattice points no pixel
-touches (worse), and 1e-8 .. 1e-9 smoothness sweeps (3e-9 stays best).
+other photos), current defaults (safety step, balanced 200k-pixel subsample): mean CIEDE2000 0.36,
+95th percentile 1.59, PSNR 45.7 dB (doing nothing: 7.62 / 14.38 / 23.9 dB; the same benchmark
+before these changes: 0.52 / 1.78); one pair: 2.41 / 6.02 (before 2.39). learn_style 3 pairs (3
+folds + final fit) median 16.5 s, one pair 4.7 s, on 2 loaded cores. Older figures below (0.44 /
+1.73, 2 s per fit) are from before the safety step. The error sits in colors the training photos
+lack (coffee.png: 69 % of its pixels in lattice cells no training pixel touched, mean dE00 1.05;
+rocket.jpg: 3 %, 0.10). ``smoothness`` = 3e-9 was picked by a sweep (1e-6 .. 1e-9) on four of those
+looks, so the benchmark is not fully independent of the choice. CG stops at a relative residual of
+1e-6; solving to 1e-7 changed the held-out error by -10 % to +16 % depending on the look
+(extrapolated cells are what moves), not consistently for the better. ``balance`` was chosen on
+this same benchmark (0.5, 0.75 and 1.0 within 0.01 dE00 of each other; the 17^3 counting lattice
+within 0.02 of 9^3 and 33^3). Tried there and dropped: a global polynomial (degree 2-3) or additive
+per-channel-curve color fit as the prior mean, with the smoothness on the residual (mixed: some
+looks better, others worse; pulling unseen colors toward it was far worse), mixed second
+differences, a stronger smoothness at lattice points no pixel touches (worse), and 1e-8 .. 1e-9
+smoothness sweeps (3e-9 stays best).
 
 Robustness on real, inconsistent edits (issue 10): the safety step (default)
 ------------------------------------------------------------------------------
