@@ -78,7 +78,7 @@ class DLUTFitOptions(_Strict):
     coarse_size: int = Field(17, ge=0, le=65, description="0 disables the coarse pass")
     smoothness: float = Field(3e-9, gt=0, le=1e3)
     mixed_smoothness: float = Field(0.0, ge=0, le=1e3)
-    max_pixels: int = Field(600_000, ge=1000, le=4_000_000)
+    max_pixels: int = Field(200_000, ge=1000, le=4_000_000)
     clip_weight: float = Field(0.3, ge=0, le=100)
     clip_passes: int = Field(1, ge=0, le=10)
     monotonic: float = Field(0.0, ge=0, le=1e6)
@@ -98,6 +98,9 @@ class DLUTFitOptions(_Strict):
     max_iters: int = Field(1500, ge=1, le=10_000_000)
     tol: float = Field(1e-6, ge=0, lt=1)  # 0: run to max_iters (or the time budget)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    safe: bool = True
+    safe_gain: float = Field(5.0, ge=1, le=1e3)
+    safe_gap: float = Field(0.5, ge=0, le=255)
 
 
 class DLUTLearnOptions(LearnOptions, DLUTFitOptions):
