@@ -29,7 +29,7 @@ least-squares solve):
 The optimization is linear algebra on the CPU (scipy.sparse); ``device`` is accepted and ignored.
 :func:`fit_lut` is the array-level entry point, reused by :mod:`app.ml.transfer`.
 
-Measured with ``python -m app.bench ml_quality`` (9 real looks; 3 training pairs at 1200 px; 5
+Measured with ``python -m bench ml_quality`` (9 real looks; 3 training pairs at 1200 px; 5
 other photos), current defaults (safety step, balanced 200k-pixel subsample): mean CIEDE2000 0.36,
 95th percentile 1.59, PSNR 45.7 dB (doing nothing: 7.62 / 14.38 / 23.9 dB; the same benchmark
 before these changes: 0.52 / 1.78); one pair: 2.41 / 6.02 (before 2.39). learn_style 3 pairs (3
@@ -65,7 +65,7 @@ fit from a steep look; the gain bound is the backstop. A gain bound of 3.8, trie
 fit of protect_highlights (a steep look: its own lattice gain 4.3) from 0.42 to 1.74 dE00; the
 worst single direction's quantile smoothed LUT-made fits too (4-8).
 
-Measured on a loaded 2-core machine, real-like edits as in ``app.bench.real_edits`` (4 pairs at
+Measured on a loaded 2-core machine, real-like edits as in ``bench.real_edits`` (4 pairs at
 1024 px, scored on the 6 test photos; local gain on all 10 photos at 512 px), default options:
 
 * teal_and_orange_cinema: without the safety step table 16 % outside [0, 1], photo local gain
@@ -76,7 +76,7 @@ Measured on a loaded 2-core machine, real-like edits as in ``app.bench.real_edit
   worse at full strength: :func:`app.ml.learn.learn_style` scales the style on held-out photos.)
 * Fold fits on 3 of the 4 pairs: local gain 3.4-4.1, 45.5-47.6 dB.
 
-``python -m app.bench real_edits`` (models dlut and auto; machine loaded by 2-3 benchmark and
+``python -m bench real_edits`` (models dlut and auto; machine loaded by 2-3 benchmark and
 test runs at once), dlut / auto rows: golden_years_film +2.08 dB mean over doing nothing (worst
 photo -1.94), local gain p99.9 max 2.61 on all 10 photos, 0 % of the table outside [0, 1],
 tetrahedral vs trilinear 58.4 dB, ho/act 1.25, learn 62 s (auto chose dlut: same row, 93 s);

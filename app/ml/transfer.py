@@ -23,7 +23,7 @@ Which source distribution
   plan that is known, so no matching is needed). It captures casts, split toning, fades and
   contrast, not the references' subject colors (a photo of a blue lake does not make every photo
   blue, only its bluish neutrals do). It is a heuristic: it recovers synthetic tints (tests), but
-  on ``app.bench.ml_quality`` (references = three "after" landscape photos of a real look) it
+  on ``bench.ml_quality`` (references = three "after" landscape photos of a real look) it
   does not reproduce the looks - its error there is about that of doing nothing. Unpaired
   references cannot tell a look from the references' content; pairs are the reliable input.
 

@@ -15,7 +15,6 @@ import warnings
 import numpy as np
 import pytest
 
-from app.bench import shared_data_dir
 from app.ml.base import TrainingPair
 from app.ml.dlut import (
     SAFE_GAIN,
@@ -28,6 +27,7 @@ from app.ml.dlut import (
 )
 from app.ml.lut import LUT3D, identity_table
 from app.ml.metrics import local_gain, psnr
+from bench import shared_data_dir
 
 from .conftest import make_photo
 
