@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.ml.base import TrainingPair
 from tests.conftest import Account, wait_for_job
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -328,3 +329,19 @@ def style_objects(settings: Any, style_id: str) -> list[str]:
     return stored_keys(settings, f"styles/{style_id}/") + stored_keys(
         settings, f"cubes/{style_id}/"
     )
+
+
+def cast_photo_pairs(n: int, edit, seed: int = 0, size: int = 40) -> list[TrainingPair]:  # type: ignore[no-untyped-def]
+    """Small smooth 'photos' (different colour casts) and their edits by ``edit(i, before)``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    pairs = []
+    for i in range(n):
+        cast = rng.uniform(0.3, 0.9, 3)
+        before = np.stack([xx * cast[0], yy * cast[1], (0.3 + 0.6 * xx * yy) * cast[2]], -1)
+        before = np.clip(before + 0.03 * rng.standard_normal(before.shape), 0, 1)
+        before = before.astype(np.float32)
+        holdout = np.zeros((size, size), bool)
+        holdout[::8, ::8] = True
+        pairs.append(TrainingPair(before, np.asarray(edit(i, before), np.float32), holdout))
+    return pairs

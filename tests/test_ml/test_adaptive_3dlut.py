@@ -25,6 +25,7 @@ from app.ml.adaptive_3dlut import (
 from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D, identity_table
 from app.ml.torch_utils import published_to_table, table_to_published, trilinear_lookup_published
+from tests.helpers import cast_photo_pairs
 
 
 @pytest.fixture(scope="module")
@@ -267,28 +268,12 @@ def test_fit_from_published_weights_head_mode(published_dir: Path) -> None:
 QUICK = {"work_size": 48, "pixels_per_image": 512, "max_pixels": 2000, "pool_views": 2}
 
 
-def _photo_pairs(n: int, edit, seed: int = 0, size: int = 40) -> list[TrainingPair]:  # type: ignore[no-untyped-def]
-    """Small smooth 'photos' (different colour casts) and their edits by ``edit(i, before)``."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
-    pairs = []
-    for i in range(n):
-        cast = rng.uniform(0.3, 0.9, 3)
-        before = np.stack([xx * cast[0], yy * cast[1], (0.3 + 0.6 * xx * yy) * cast[2]], -1)
-        before = np.clip(before + 0.03 * rng.standard_normal(before.shape), 0, 1)
-        before = before.astype(np.float32)
-        holdout = np.zeros((size, size), bool)
-        holdout[::8, ::8] = True
-        pairs.append(TrainingPair(before, np.asarray(edit(i, before), np.float32), holdout))
-    return pairs
-
-
 def test_fine_tune_cannot_end_below_the_published_weights(published_dir: Path) -> None:
     """Pairs whose 'after' is the published model's own output: nothing can beat the initial
     weights on held-out photos, so the fit keeps them (and says so)."""
     published = load_published(published_dir)
     published.view_size = 48
-    pairs = _photo_pairs(3, lambda i, b: published.apply(b))
+    pairs = cast_photo_pairs(3, lambda i, b: published.apply(b))
     model = fit(
         pairs,
         options={"init_weights": str(published_dir), **QUICK},
@@ -301,7 +286,7 @@ def test_fine_tune_cannot_end_below_the_published_weights(published_dir: Path) -
     assert model.info["choice"] == "initial", scores
     assert "leave-one-photo-out" in model.info["selection"]
     assert scores["initial"] >= max(scores.values())
-    other = _photo_pairs(2, lambda i, b: published.apply(b), seed=9)
+    other = cast_photo_pairs(2, lambda i, b: published.apply(b), seed=9)
     for pair in other:
         assert np.allclose(model.apply(pair.before), published.apply(pair.before), atol=1e-5)
 
@@ -311,7 +296,7 @@ def test_inconsistent_edits_choose_the_best_held_out_candidate(published_dir: Pa
     initial weights on the held-out photos, and every candidate's score is recorded."""
     rng = np.random.default_rng(4)
     gains = rng.uniform(0.5, 1.6, (4, 3))
-    pairs = _photo_pairs(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
+    pairs = cast_photo_pairs(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
     model = fit(
         pairs,
         options={"init_weights": str(published_dir), **QUICK},
@@ -334,7 +319,7 @@ def test_inconsistent_edits_choose_the_best_held_out_candidate(published_dir: Pa
 
 
 def test_one_pair_chooses_by_held_out_tiles(published_dir: Path) -> None:
-    pairs = _photo_pairs(1, lambda i, b: np.clip(b**0.7, 0, 1), size=64)
+    pairs = cast_photo_pairs(1, lambda i, b: np.clip(b**0.7, 0, 1), size=64)
     model = fit(
         pairs,
         options={"init_weights": str(published_dir), **QUICK},
@@ -348,7 +333,7 @@ def test_one_pair_chooses_by_held_out_tiles(published_dir: Path) -> None:
 
 
 def test_time_budget_is_respected(published_dir: Path) -> None:
-    pairs = _photo_pairs(4, lambda i, b: np.clip(b**0.8, 0, 1), size=64)
+    pairs = cast_photo_pairs(4, lambda i, b: np.clip(b**0.8, 0, 1), size=64)
     start = time.monotonic()
     model = fit(
         pairs,
@@ -367,7 +352,7 @@ def test_baked_and_per_image_tables_stay_within_unit_range(
     published_dir: Path, choice: str
 ) -> None:
     # an edit that pushes far outside [0, 1] if extrapolated linearly
-    pairs = _photo_pairs(2, lambda i, b: np.clip(1.8 * b - 0.3, 0, 1), seed=5)
+    pairs = cast_photo_pairs(2, lambda i, b: np.clip(1.8 * b - 0.3, 0, 1), seed=5)
     model = fit(
         pairs,
         options={"init_weights": str(published_dir), "select": choice, **QUICK},

@@ -16,7 +16,7 @@ from app.ml.base import StyleModel, TrainingPair
 from app.ml.lut import LUT3D
 from app.ml.metrics import psnr
 from app.ml.nilut import NILUTModel, NILUTNet, fit, fit_styles, load_published_nilut
-from tests.helpers import SHARED, require_shared
+from tests.helpers import SHARED, cast_photo_pairs, require_shared
 
 # a short, step-bounded fit (about 2 s on 2 idle cores; the time budget is only a safety cap)
 QUICK = {"hidden": 64, "steps": 250, "batch_size": 2048, "num_threads": 1, "seed": 0}
@@ -211,27 +211,11 @@ def test_runs_on_cuda() -> None:
     assert model.apply(pair.before).shape == pair.before.shape
 
 
-def _photos(n: int, edit, seed: int = 0, size: int = 40) -> list[TrainingPair]:  # type: ignore[no-untyped-def]
-    """Small smooth 'photos' with different colour casts, edited by ``edit(i, before)``."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
-    pairs = []
-    for i in range(n):
-        cast = rng.uniform(0.3, 0.9, 3)
-        before = np.stack([xx * cast[0], yy * cast[1], (0.3 + 0.6 * xx * yy) * cast[2]], -1)
-        before = np.clip(before + 0.03 * rng.standard_normal(before.shape), 0, 1)
-        before = before.astype(np.float32)
-        holdout = np.zeros((size, size), bool)
-        holdout[::8, ::8] = True
-        pairs.append(TrainingPair(before, np.asarray(edit(i, before), np.float32), holdout))
-    return pairs
-
-
 def test_inconsistent_edits_never_end_below_no_change() -> None:
     """Unrelated per-photo edits: the kept model scores at least as well as 'no change' on the
     held-out photos (leave-one-photo-out), and the choice and scores survive saving."""
     gains = np.random.default_rng(4).uniform(0.5, 1.6, (4, 3))
-    pairs = _photos(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
+    pairs = cast_photo_pairs(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
     model = fit(pairs, options={**QUICK, "steps": 60}, time_budget_s=10.0)
     scores = model.info["holdout_psnr"]
     assert set(scores) == {"identity", "fine_tuned"}
@@ -247,7 +231,7 @@ def test_inconsistent_edits_never_end_below_no_change() -> None:
 
 
 def test_identity_edits_keep_no_change() -> None:
-    pairs = _photos(3, lambda i, b: b)
+    pairs = cast_photo_pairs(3, lambda i, b: b)
     model = fit(pairs, options={**QUICK, "steps": 40}, time_budget_s=10.0)
     if model.info["choice"] == "identity":
         x = pairs[0].before
@@ -259,7 +243,7 @@ def test_identity_edits_keep_no_change() -> None:
 
 def test_time_budget_is_respected_and_tables_stay_in_range() -> None:
     # an edit that leaves [0, 1] if extrapolated linearly, with few colours seen
-    pairs = _photos(4, lambda i, b: np.clip(1.8 * b - 0.3, 0, 1), size=64)
+    pairs = cast_photo_pairs(4, lambda i, b: np.clip(1.8 * b - 0.3, 0, 1), size=64)
     start = time.monotonic()
     model = fit(pairs, options={"num_threads": 1}, time_budget_s=2.0)
     took = time.monotonic() - start
