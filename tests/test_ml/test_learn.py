@@ -458,9 +458,9 @@ def failing_fitter(pairs: list[TrainingPair], **kwargs: Any) -> Any:
     raise RuntimeError("this candidate broke")
 
 
-def test_auto_keeps_the_best_candidate_by_holdout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(learn.fitters, "nilut", inverting_fitter)
-    monkeypatch.setitem(learn.fitters, "adaptive_3dlut", failing_fitter)
+def record_dlut_budgets(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Replace the dlut fitter by the real one at :data:`FAST` options that records when each
+    fit would end if it used all its budget; returns that (growing) list."""
     ends: list[float] = []
     real = learn.fitters["dlut"]
 
@@ -469,6 +469,13 @@ def test_auto_keeps_the_best_candidate_by_holdout(monkeypatch: pytest.MonkeyPatc
         return real(pairs, **{**kwargs, "options": {**kwargs["options"], **FAST}})
 
     monkeypatch.setitem(learn.fitters, "dlut", dlut)
+    return ends
+
+
+def test_auto_keeps_the_best_candidate_by_holdout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(learn.fitters, "nilut", inverting_fitter)
+    monkeypatch.setitem(learn.fitters, "adaptive_3dlut", failing_fitter)
+    ends = record_dlut_budgets(monkeypatch)
     start = time.perf_counter()
     result = learn_style(
         "auto",
@@ -503,14 +510,7 @@ def test_auto_with_one_pair_judges_by_held_out_pixels(monkeypatch: pytest.Monkey
 
 
 def test_a_learn_takes_a_minute_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    ends: list[float] = []
-    real = learn.fitters["dlut"]
-
-    def dlut(pairs: list[TrainingPair], **kwargs: Any) -> Any:
-        ends.append(time.perf_counter() + kwargs["time_budget_s"])
-        return real(pairs, **{**kwargs, "options": {**kwargs["options"], **FAST}})
-
-    monkeypatch.setitem(learn.fitters, "dlut", dlut)
+    ends = record_dlut_budgets(monkeypatch)
     start = time.perf_counter()
     learn_style("auto", [pair(1), pair(2)], options={"candidates": ["dlut"]})
     assert ends
