@@ -164,9 +164,15 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "picfilter:"
     celery_max_retries: int = 3
     celery_retry_delay: int = 30
-    # A job in `processing` longer than this without a heartbeat is swept.
-    job_stuck_after_seconds: int = 1800
-    job_sweep_interval_seconds: int = 60
+    # A running job's worker sets its heartbeat this often (seconds).
+    job_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # A job in `processing` longer than this without a heartbeat is re-queued by the sweep
+    # (its worker died): keep it several heartbeats long.
+    job_stuck_after_seconds: int = 60
+    # How often the beat scheduler runs the sweep.
+    job_sweep_interval_seconds: float = 15
+    # A job `queued` this long without being picked up is sent again by the sweep.
+    job_resend_queued_after_seconds: int = 900
     # Embedded default: start a worker beside the API in `picfilter serve`.
     embedded_worker: bool = True
     worker_concurrency: int = 1

@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,9 +24,11 @@ from app.db import Database, run_on_commit
 from app.errors import NotAuthenticated
 from app.models import User
 from app.services import auth_service
+from app.services.job_service import SENDS_JOBS
 from app.services.ratelimit import RateLimiter
 from app.storage import Storage
 from app.storage.kv import KeyValueStore
+from app.workers.dispatch import check_broker
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
 
@@ -49,9 +53,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with db.sessionmaker() as session:
         try:
             yield session
+            if session.info.get(SENDS_JOBS):
+                # the jobs' tasks are sent after the commit: no rows without a reachable broker
+                await to_thread.run_sync(check_broker)
             await session.commit()
         except BaseException:
-            await session.rollback()
+            with contextlib.suppress(Exception):  # a dead connection cannot roll back either
+                await session.rollback()
             session.info.clear()
             raise
         run_on_commit(session)

@@ -71,5 +71,32 @@ class RateLimited(AppError):
     status_code, code, message = 429, "rate_limited", "Too many requests"
 
 
+class ServiceUnavailable(AppError):
+    """A dependency (database, broker, cache, storage) cannot be reached: 503 with a
+    ``Retry-After``, so that clients wait and retry instead of failing."""
+
+    status_code, code, message = 503, "service_unavailable", "Service temporarily unavailable"
+    retry_after = 5
+
+    def __init__(self, message: str | None = None, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": str(self.retry_after)})
+        super().__init__(message, **kw)
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code = "broker_unavailable"
+    message = "The job queue is unavailable; nothing was submitted. Retry shortly"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    message = "The database is unavailable; retry shortly"
+
+
+class CacheUnavailable(ServiceUnavailable):
+    code = "cache_unavailable"
+    message = "The session store is unavailable; retry shortly"
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}

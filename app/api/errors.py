@@ -5,6 +5,10 @@
 * Validation errors: 422 ``validation_error`` listing each field; a NUL character (the ``Text``
   pattern) reads "must not contain NUL characters" (:func:`field_message`).
 * Starlette's HTTP errors (unknown route, wrong method...): their status with a code.
+* A dependency that cannot be reached (:func:`unavailable_dependency`): 503 with ``Retry-After``
+  and a code naming it: ``database_unavailable`` (SQLAlchemy/asyncpg connection errors),
+  ``cache_unavailable`` (Redis), ``broker_unavailable`` (the Celery broker); the cause goes to the
+  log, never to the client.
 * Anything else: 500 without a stack trace; the trace goes to the log with the request id, which
   the body and ``X-Request-ID`` repeat.
 """
@@ -20,7 +24,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import AppError, error_body
+from app.errors import (
+    AppError,
+    BrokerUnavailable,
+    CacheUnavailable,
+    DatabaseUnavailable,
+    ServiceUnavailable,
+    error_body,
+)
 from app.request_context import get_request_id, set_request_id
 from app.schemas.common import NO_NUL
 from app.storage import (
@@ -81,6 +92,43 @@ def storage_status(exc: StorageError) -> int:
     return 503
 
 
+def unavailable_dependency(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 for ``exc`` when it (or an exception it was raised from) says that the database,
+    Redis or the broker cannot be reached; None for any other error."""
+    import kombu.exceptions
+    import redis.exceptions
+    from sqlalchemy import exc as sa_exc
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError
+        ) or (isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated):
+            return DatabaseUnavailable()
+        if isinstance(current, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+            return CacheUnavailable()
+        if isinstance(current, kombu.exceptions.OperationalError):
+            return BrokerUnavailable()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _unavailable_response(
+    request: Request, error: ServiceUnavailable, exc: Exception
+) -> JSONResponse:
+    log.warning(
+        "%s on %s %s: %s: %s",
+        error.code,
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        str(exc).splitlines()[0][:300] if str(exc) else "",
+    )
+    return _response(error.status_code, error.code, error.message, None, error.headers)
+
+
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return _response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
@@ -88,7 +136,18 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _storage_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StorageError)
-    return _response(storage_status(exc), exc.code, exc.message)
+    status = storage_status(exc)
+    headers = {"Retry-After": str(ServiceUnavailable.retry_after)} if status == 503 else None
+    return _response(status, exc.code, exc.message, None, headers)
+
+
+async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
+    """A connection error of the database, Redis or the broker: 503; other errors of those
+    libraries (a constraint, a bad query) stay unexpected."""
+    error = unavailable_dependency(exc)
+    if error is None:
+        return await _unexpected(request, exc)
+    return _unavailable_response(request, error, exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -112,6 +171,9 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    error = unavailable_dependency(exc)
+    if error is not None:  # e.g. wrapped in an ExceptionGroup or another library's error
+        return _unavailable_response(request, error, exc)
     request_id = str(getattr(request.state, "request_id", get_request_id()))
     set_request_id(request_id)
     log.exception(
@@ -131,4 +193,16 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    import kombu.exceptions
+    import redis.exceptions
+    from sqlalchemy import exc as sa_exc
+
+    for cls in (
+        sa_exc.DBAPIError,  # OperationalError, InterfaceError...
+        sa_exc.TimeoutError,  # the pool's
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        kombu.exceptions.OperationalError,
+    ):
+        app.add_exception_handler(cls, _dependency_error)
     app.add_exception_handler(Exception, _unexpected)

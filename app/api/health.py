@@ -1,4 +1,10 @@
-"""``/healthz`` (process alive) and ``/readyz`` (database, broker/cache and storage answer)."""
+"""``/healthz`` (process alive) and ``/readyz`` (database, broker/cache and storage answer).
+
+``/readyz``: 200 ``ready`` when every dependency answers; 200 ``degraded`` (with the checks) when
+only Redis (cache, broker) or the storage is down, since reads still work then (rate limits fail
+open, job submissions answer 503 ``broker_unavailable``) and a load balancer must not take every
+API process out at once; 503 when the database is down, without which nothing works.
+"""
 
 from __future__ import annotations
 
@@ -55,9 +61,11 @@ async def readyz(request: Request) -> Any:
     await check("broker", to_thread.run_sync(_broker_ok, state.settings.broker_url))
     await check("storage", to_thread.run_sync(state.storage.ping))
     down = [k for k, v in checks.items() if v != "ok"]
-    if down:
+    if "database" in down:
         body = error_body(
             "service_unavailable", f"Not ready: {', '.join(down)} unavailable", {"checks": checks}
         )
-        return JSONResponse(body, status_code=503)
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    if down:
+        return {"status": "degraded", "checks": checks, "unavailable": down}
     return {"status": "ready", "checks": checks}

@@ -17,6 +17,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from app.config import Settings
+from app.storage.kv import redis_options
 
 log = logging.getLogger("picfilter.events")
 
@@ -27,7 +28,7 @@ def channel(settings: Settings, job_id: uuid.UUID | str) -> str:
 
 @lru_cache(maxsize=4)
 def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+    return redis.Redis.from_url(url, **redis_options(sync=True))
 
 
 def publish_job_event(settings: Settings, job_id: uuid.UUID, payload: dict[str, Any]) -> None:
@@ -42,7 +43,7 @@ def publish_job_event(settings: Settings, job_id: uuid.UUID, payload: dict[str, 
 
 async def subscribe(settings: Settings, job_id: uuid.UUID) -> AsyncIterator[dict[str, Any]]:
     assert settings.redis_url
-    client = AsyncRedis.from_url(settings.redis_url)
+    client = AsyncRedis.from_url(settings.redis_url, **redis_options())
     pubsub = client.pubsub()
     await pubsub.subscribe(channel(settings, job_id))
     try:

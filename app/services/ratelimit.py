@@ -2,18 +2,33 @@
 
 Buckets (settings): ``auth`` for login/register (per IP), ``jobs`` for job submission and
 ``default`` for everything else (per user when authenticated, per IP otherwise).
+
+Fails open: when the Redis behind the limits cannot be reached, requests are let through (a
+limiter outage must not take reads down with it), a warning is logged when the outage starts
+and when it ends, and the limiter leaves Redis alone for :data:`RETRY_AFTER_FAILURE` seconds
+before it tries again (so an outage costs each request nothing). The retry-once, health-checked
+Redis pool (:func:`app.storage.kv.redis_options`) keeps a restart of Redis from failing a
+request on a dead pooled connection.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from limits import RateLimitItem, parse, storage
 from limits.aio.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError as LimitsStorageError
 
 from app.config import Settings
 from app.errors import InvalidInput, RateLimited
+from app.storage.kv import redis_options
+
+log = logging.getLogger("picfilter.ratelimit")
+
+#: seconds the limiter lets requests through without asking Redis after a failure
+RETRY_AFTER_FAILURE = 5.0
 
 
 class RateLimiter:
@@ -24,11 +39,17 @@ class RateLimiter:
                 "rediss://", "async+rediss://", 1
             )
             self._storage = storage.storage_from_string(
-                uri, implementation="redispy", key_prefix=f"{settings.redis_key_prefix}rl"
+                uri,
+                implementation="redispy",
+                key_prefix=f"{settings.redis_key_prefix}rl",
+                wrap_exceptions=True,  # every Redis failure is a limits StorageError
+                **redis_options(),
             )
         else:
             self._storage = storage.storage_from_string("async+memory://")
         self._limiter = MovingWindowRateLimiter(self._storage)
+        self._open_until = 0.0  # monotonic time until which the limiter fails open
+        self._failing = False
         self.items: dict[str, RateLimitItem] = {
             "auth": parse(settings.rate_limit_auth),
             "jobs": parse(settings.rate_limit_jobs),
@@ -50,9 +71,17 @@ class RateLimiter:
                 code="over_rate_limit",
                 details={"limit": str(item), "cost": cost},
             )
-        if await self._limiter.hit(item, bucket, identity, cost=cost):
+        if time.monotonic() < self._open_until:
             return
-        stats = await self._limiter.get_window_stats(item, bucket, identity)
+        try:
+            if await self._limiter.hit(item, bucket, identity, cost=cost):
+                self._recovered()
+                return
+            stats = await self._limiter.get_window_stats(item, bucket, identity)
+        except (LimitsStorageError, OSError) as exc:
+            self._fail_open(exc)
+            return
+        self._recovered()
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         counts = f" (this request counts {cost}, {stats.remaining} left)" if cost > 1 else ""
         raise RateLimited(
@@ -65,3 +94,21 @@ class RateLimiter:
             },
             headers={"Retry-After": str(retry_after)},
         )
+
+    def _fail_open(self, exc: BaseException) -> None:
+        self._open_until = time.monotonic() + RETRY_AFTER_FAILURE
+        cause = exc.__cause__ or exc
+        if not self._failing:
+            log.warning(
+                "rate-limit store unavailable (%s: %s): letting requests through unlimited",
+                type(cause).__name__,
+                cause,
+            )
+        else:
+            log.info("rate-limit store still unavailable: %s", type(cause).__name__)
+        self._failing = True
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.warning("rate-limit store reachable again: limits apply")
+            self._failing = False

@@ -42,7 +42,7 @@ from app.ml import imaging
 from app.models import Image as ImageRow
 from app.models import Style, StyleModelKind, StyleStatus
 from app.models.base import utcnow
-from app.services.job_service import JobContext, PermanentJobError
+from app.services.job_service import JobContext, JobSuperseded, PermanentJobError
 from app.services.style_rules import learn_stop_reason, settle_learn_update, slugify
 from app.storage import StorageObjectNotFound, make_storage
 from app.storage.keys import cube_key, result_key, style_key
@@ -340,8 +340,10 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
         written.append(keys["preview_key"])
         ctx.check_cancelled()
         old = _publish(ctx, style_id, version, keys, metrics, kind or _requested_kind(model_name))
-    except BaseException:
-        delete_keys(storage, written)
+    except BaseException as exc:
+        # a superseded attempt leaves the keys alone: the attempt that took over writes them too
+        if not isinstance(exc, JobSuperseded):
+            delete_keys(storage, written)
         raise
     delete_keys(storage, [k for k in old if k and k not in keys.values()])
     return {

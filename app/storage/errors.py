@@ -12,7 +12,8 @@ class StorageError(Exception):
     """The object storage failed or refused (a dependency problem)."""
 
     code = "storage_unavailable"
-    message = "Object storage is unavailable"
+    # Shown to API clients: never an endpoint, bucket or key.
+    message = "Object storage is unavailable; retry shortly"
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.message

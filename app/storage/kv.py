@@ -14,9 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
+import redis.asyncio.retry
+import redis.retry
 from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: Seconds a pooled Redis connection may sit idle before it is checked (PING) on its next use.
+REDIS_HEALTH_CHECK_SECONDS = 10
+
+
+def redis_options(*, sync: bool = False) -> dict[str, Any]:
+    """Client options for every Redis client we make (store, rate limits, events).
+
+    After a Redis restart the pool still holds connections to the old server: an idle one is
+    checked before use (``health_check_interval``) and a command that fails on a dead
+    connection is retried once on a fresh one (``retry``). Timeouts are short so that an outage
+    costs a request little (the rate limiter then fails open; the store answers 503). redis-py's
+    default retry waits up to seconds between three attempts, too long for a request.
+    """
+    retry_cls = redis.retry.Retry if sync else redis.asyncio.retry.Retry
+    return {
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 3.0,
+        "health_check_interval": REDIS_HEALTH_CHECK_SECONDS,
+        "retry": retry_cls(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
 
 
 class KeyValueStore(Protocol):
@@ -87,7 +114,7 @@ return 0
 
 class RedisStore:
     def __init__(self, url: str, prefix: str) -> None:
-        self.redis: Redis = Redis.from_url(url, decode_responses=True)
+        self.redis: Redis = Redis.from_url(url, decode_responses=True, **redis_options())
         self.prefix = prefix
         self._cas = self.redis.register_script(_CAS_SCRIPT)
 

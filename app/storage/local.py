@@ -287,7 +287,7 @@ class LocalStorage:
         try:
             return open(path, "rb")
         except (FileNotFoundError, IsADirectoryError) as exc:
-            raise StorageObjectNotFound(f"no object at {key}") from exc
+            raise StorageObjectNotFound() from exc
 
     def delete(self, key: str) -> None:
         path = self.path_for(key)

@@ -97,15 +97,19 @@ class S3Storage:
     def _errors(self, key: str) -> Iterator[None]:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        # The messages reach API clients (a 503): they name no endpoint, bucket or key; the
+        # details go to the log.
         try:
             yield
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _NOT_FOUND_CODES:
-                raise StorageObjectNotFound(f"no object at {key}") from exc
-            raise StorageError(f"object storage refused the request for {key}: {code}") from exc
+                raise StorageObjectNotFound() from exc
+            log.warning("object storage refused the request for %s: %s", key, code)
+            raise StorageError() from exc
         except BotoCoreError as exc:
-            raise StorageError(f"object storage unreachable: {exc}") from exc
+            log.warning("object storage unreachable (key %s): %s", key, exc)
+            raise StorageError() from exc
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
@@ -267,7 +271,8 @@ class S3Storage:
                     )
                     errors = out.get("Errors", [])
                     if errors:
-                        raise StorageError(f"could not delete {len(errors)} objects under {prefix}")
+                        log.warning("could not delete %d objects under %s", len(errors), prefix)
+                        raise StorageError()
                     count += len(batch)
         return count
 

@@ -36,3 +36,20 @@ def send_job(job_id: uuid.UUID, job_type: JobType, queue: str | None = None) -> 
 
     route = JOB_ROUTES[job_type]
     celery_app.send_task(route.task, args=[str(job_id)], queue=queue or route.queue)
+
+
+def check_broker() -> None:
+    """Raise ``kombu.exceptions.OperationalError`` when the broker cannot be reached.
+
+    The API calls it before committing a transaction that adds jobs (their tasks are sent after
+    the commit): with the broker down the request then answers 503 ``broker_unavailable`` and
+    nothing is written, instead of a job row whose task can never be sent. One quick attempt
+    (milliseconds when the connection is refused): the caller is a request."""
+    from app.workers.celery_app import celery_app
+
+    if get_settings().broker_url.startswith("filesystem"):
+        return  # a local folder: nothing to reach
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(
+            max_retries=1, interval_start=0, interval_step=0, interval_max=0, timeout=2
+        )

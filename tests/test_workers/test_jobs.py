@@ -140,7 +140,7 @@ async def test_worker_killed_mid_job_does_not_lose_it(
         db = SyncDatabase(short)
         counts = await asyncio.to_thread(sweep_stuck_jobs, db, short, resend)
         db.dispose()
-        assert counts == {"requeued": 1, "failed": 0}
+        assert counts == {"requeued": 1, "failed": 0, "resent": 0}
     done = await wait_for_job(client, user, job["id"], timeout=180, worker=live_worker)
     assert done["status"] == "completed", done
     assert done["attempts"] == 2
