@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -92,6 +94,29 @@ def storage_status(exc: StorageError) -> int:
     return 503
 
 
+# What asyncpg raises, unwrapped by SQLAlchemy, when a *new* connection fails (SQLAlchemy wraps
+# only DB-API errors; a refused TCP connection surfaces as a plain ConnectionRefusedError).
+_ASYNCPG_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,  # starting up / shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,  # e.g. the connection closed mid-query
+)
+_DRIVER_PACKAGES = (f"{os.sep}asyncpg{os.sep}", f"{os.sep}sqlalchemy{os.sep}")
+
+
+def _raised_by_database_driver(exc: BaseException) -> bool:
+    """A plain ``OSError`` (refused, reset, timed out, unknown host) raised while SQLAlchemy or
+    asyncpg was connecting: the database cannot be reached."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if any(p in tb.tb_frame.f_code.co_filename for p in _DRIVER_PACKAGES):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def unavailable_dependency(exc: BaseException) -> ServiceUnavailable | None:
     """The 503 for ``exc`` when it (or an exception it was raised from) says that the database,
     Redis or the broker cannot be reached; None for any other error."""
@@ -103,9 +128,15 @@ def unavailable_dependency(exc: BaseException) -> ServiceUnavailable | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(
-            current, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError
-        ) or (isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated):
+        if (
+            isinstance(
+                current,
+                (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)
+                + _ASYNCPG_UNAVAILABLE,
+            )
+            or (isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated)
+            or (isinstance(current, OSError) and _raised_by_database_driver(current))
+        ):
             return DatabaseUnavailable()
         if isinstance(current, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
             return CacheUnavailable()
@@ -203,6 +234,9 @@ def install_error_handlers(app: FastAPI) -> None:
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
         kombu.exceptions.OperationalError,
+        asyncpg.exceptions.PostgresError,  # those of _ASYNCPG_UNAVAILABLE, others stay 500s
+        asyncpg.exceptions.InterfaceError,
+        OSError,  # ConnectionRefusedError of a new database connection, others stay 500s
     ):
         app.add_exception_handler(cls, _dependency_error)
     app.add_exception_handler(Exception, _unexpected)
