@@ -388,7 +388,7 @@ def login(client: httpx.Client, email: str, password: str) -> str:
 
 
 def identity_cube(size: int = 9) -> bytes:
-    lines = ["TITLE \"identity\"", f"LUT_3D_SIZE {size}"]
+    lines = ['TITLE "identity"', f"LUT_3D_SIZE {size}"]
     for b in range(size):
         for g in range(size):
             for r in range(size):
@@ -407,9 +407,7 @@ def import_style(client: httpx.Client, user: User, name: str = "Faults") -> dict
     return dict(r.json())
 
 
-def upload(
-    client: httpx.Client, user: User, data: bytes, content_type: str = "image/png"
-) -> str:
+def upload(client: httpx.Client, user: User, data: bytes, content_type: str = "image/png") -> str:
     """Create the upload and PUT the bytes (not confirmed); returns the image id."""
     r = client.post(
         "/api/v1/images/upload",
@@ -423,9 +421,7 @@ def upload(
     return str(up["image_id"])
 
 
-def wait_job(
-    client: httpx.Client, user: User, job_id: str, timeout: float = 120
-) -> dict[str, Any]:
+def wait_job(client: httpx.Client, user: User, job_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     job: dict[str, Any] = {}
     while time.monotonic() < deadline:

@@ -136,8 +136,8 @@ class S3Storage:
         try:
             self.client.head_bucket(Bucket=self.bucket)
             return True
-        except Exception:
-            log.warning("storage ping failed", exc_info=True)
+        except Exception as exc:
+            log.warning("storage ping failed: %s: %s", type(exc).__name__, exc)
             return False
 
     def presign_put(
