@@ -126,7 +126,11 @@ async def test_worker_killed_mid_job_does_not_lose_it(
     if settings.redis_url:
         # The Redis broker hands an unacknowledged message back after the visibility timeout;
         # the new worker runs with a short one so that this test does not wait an hour.
-        live_worker.start(extra_env={"CELERY_VISIBILITY_TIMEOUT": "3"})
+        # A re-delivered job runs again only once its heartbeat is stale (older than
+        # JOB_STUCK_AFTER_SECONDS): else another worker may still be running it.
+        live_worker.start(
+            extra_env={"CELERY_VISIBILITY_TIMEOUT": "3", "JOB_STUCK_AFTER_SECONDS": "1"}
+        )
     else:
         # The filesystem broker cannot re-deliver: the sweep re-queues from the job row.
         from app.config import Settings
@@ -147,6 +151,36 @@ async def test_worker_killed_mid_job_does_not_lose_it(
     # restore the normal worker for the tests that follow
     live_worker.stop()
     live_worker.start()
+
+
+async def test_a_long_silent_job_keeps_beating_and_is_not_swept(
+    client, user, live_worker: WorkerProcess, settings
+) -> None:
+    """A job that reports no progress for longer than the stale age still has a fresh
+    heartbeat (the heartbeat thread), so the sweep leaves it alone and it runs once."""
+    from app.config import Settings
+    from app.db import SyncDatabase
+    from app.services.job_service import sweep_stuck_jobs
+
+    live_worker.stop()
+    live_worker.start(extra_env={"JOB_HEARTBEAT_SECONDS": "0.5"})
+    try:
+        job = await _submit(client, user, steps=1, sleep=6)  # 6 s without progress
+        await wait_for_job(client, user, job["id"], until=("processing",), worker=live_worker)
+        short = Settings(**{"job_stuck_after_seconds": 2}, _env_file=None)  # type: ignore[call-arg]
+        db = SyncDatabase(short)
+        swept = []
+        for _ in range(4):  # sweeps at 1, 2, 3 and 4 s into the silence
+            await asyncio.sleep(1)
+            swept.append(await asyncio.to_thread(sweep_stuck_jobs, db, short, resend))
+        db.dispose()
+        assert all(c["requeued"] == 0 for c in swept), swept
+        done = await wait_for_job(client, user, job["id"], timeout=60, worker=live_worker)
+        assert done["status"] == "completed", done
+        assert done["attempts"] == 1
+    finally:
+        live_worker.stop()
+        live_worker.start()
 
 
 async def test_sweep_fails_a_learn_job_out_of_attempts_and_settles_its_style(
