@@ -501,6 +501,7 @@ def sandboxed_nginx_conf(conf: str, tmp: Path, cert: Path, key: Path) -> str:
     conf = re.sub(r"^(\s*pid\s+)[^;]+;", rf"\g<1>{tmp / 'nginx.pid'};", conf, flags=re.M)
     conf = re.sub(r"(\berror_log\s+)[^\s;]+", rf"\g<1>{tmp / 'error.log'}", conf)
     conf = re.sub(r"(\baccess_log\s+)(?!off\b)[^\s;]+", rf"\g<1>{tmp / 'access.log'}", conf)
+    conf = re.sub(r"(\bproxy_cache_path\s+)[^\s;]+", rf"\g<1>{tmp / 'cache'}", conf)
     return conf
 
 

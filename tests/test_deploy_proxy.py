@@ -53,6 +53,7 @@ SETTINGS_VARS = {name.upper() for name in Settings.model_fields}
 PROXY = "127.0.0.1"  # where nginx connects to the API from, here
 CLIENT_VIA_NGINX = "127.0.0.2"
 CLIENT_DIRECT = "127.0.0.3"
+NGINX_PORTS = ("80", "443", "9443", "9444")  # every `listen` of deploy/nginx.conf
 CLIENT_SSE = "127.0.0.5"  # registers and logs in once: its own rate-limit bucket
 CLIENTS_BUCKETS = ("127.0.0.6", "127.0.0.7")
 
@@ -80,13 +81,18 @@ def compose_forwarded_allow_ips() -> str:
     return ",".join(PROXY if item in nginx_addresses else item for item in items)
 
 
-def loopback_nginx_conf(tmp: Path, api_port: int, ports: dict[str, int]) -> str:
-    """deploy/nginx.conf for loopback: compose upstreams -> 127.0.0.1, listen ports -> free
-    loopback ports, certificates, pid and logs -> tmp. Everything else is the real file."""
+def loopback_nginx_conf(
+    tmp: Path, api_port: int, ports: dict[str, int], minio_port: int = 9
+) -> str:
+    """deploy/nginx.conf for loopback: compose upstreams -> 127.0.0.1 (the API on ``api_port``,
+    MinIO on ``minio_port``), listen ports -> free loopback ports, certificates, pid, logs and
+    the CDN cache -> tmp. Everything else is the real file."""
     cert, key = _self_signed(tmp)
     conf = NGINX_CONF.read_text()
     conf = re.sub(r"^(\s*server\s+)api:\d+;", rf"\g<1>127.0.0.1:{api_port};", conf, flags=re.M)
-    conf = re.sub(r"^(\s*server\s+)minio:\d+;", r"\g<1>127.0.0.1:9;", conf, flags=re.M)
+    conf = re.sub(
+        r"^(\s*server\s+)minio:\d+;", rf"\g<1>127.0.0.1:{minio_port};", conf, flags=re.M
+    )
     for port, new in ports.items():
         conf, n = re.subn(rf"(\blisten\s+){port}\b", rf"\g<1>127.0.0.1:{new}", conf)
         assert n == 1, f"deploy/nginx.conf has no single `listen {port}`"
@@ -95,6 +101,7 @@ def loopback_nginx_conf(tmp: Path, api_port: int, ports: dict[str, int]) -> str:
     conf = re.sub(r"^(\s*pid\s+)[^;]+;", rf"\g<1>{tmp / 'nginx.pid'};", conf, flags=re.M)
     conf = re.sub(r"(\berror_log\s+)[^\s;]+", rf"\g<1>{tmp / 'error.log'}", conf)
     conf = re.sub(r"(\baccess_log\s+)(?!off\b)[^\s;]+", rf"\g<1>{tmp / 'access.log'}", conf)
+    conf = re.sub(r"(\bproxy_cache_path\s+)[^\s;]+", rf"\g<1>{tmp / 'cdn-cache'}", conf)
     conf = re.sub(r"^worker_processes\s+\w+;", "worker_processes 1;", conf, flags=re.M)
     if os.geteuid() == 0:  # else nginx's workers run as `nobody`, who cannot enter tmp
         conf = "user root;\n" + conf
@@ -158,7 +165,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     nginx = nginx_binary()
     tmp = tmp_path_factory.mktemp("proxy")
     api_port = free_port()
-    ports = {"80": free_port(), "443": free_port(), "9443": free_port()}
+    ports = {port: free_port() for port in NGINX_PORTS}
     via = f"https://127.0.0.1:{ports['443']}"
     env = {k: v for k, v in os.environ.items() if k.upper() not in SETTINGS_VARS}
     env.update(
@@ -398,7 +405,7 @@ def test_buffered_sse_control_shows_the_check_can_fail(stack: Stack) -> None:
     job_id, auth = _queued_job(stack)
     tmp = stack.tmp / "buffered"
     tmp.mkdir(exist_ok=True)
-    ports = {"80": free_port(), "443": free_port(), "9443": free_port()}
+    ports = {port: free_port() for port in NGINX_PORTS}
     conf = loopback_nginx_conf(tmp, stack.api_port, ports)
     conf, n = re.subn(r"proxy_buffering off;", "proxy_buffering on;", conf)
     assert n >= 1
