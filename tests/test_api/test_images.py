@@ -415,7 +415,7 @@ async def test_delete_removes_every_stored_object(
     image_id = await upload(client, user, jpeg_bytes())
     assert (await confirm(client, user, image_id)).status_code == 200
     # what the thumbnail and an apply job would have stored
-    thumb = keys.thumbnail_key(user.id, image_id)
+    thumb = keys.thumbnail_key(user.id, image_id, b"webp")
     storage.put_bytes(thumb, b"webp", "image/webp")
     job_id = uuid.uuid4()
     async with app.state.db.sessionmaker() as s:
