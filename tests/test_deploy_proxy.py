@@ -90,9 +90,7 @@ def loopback_nginx_conf(
     cert, key = _self_signed(tmp)
     conf = NGINX_CONF.read_text()
     conf = re.sub(r"^(\s*server\s+)api:\d+;", rf"\g<1>127.0.0.1:{api_port};", conf, flags=re.M)
-    conf = re.sub(
-        r"^(\s*server\s+)minio:\d+;", rf"\g<1>127.0.0.1:{minio_port};", conf, flags=re.M
-    )
+    conf = re.sub(r"^(\s*server\s+)minio:\d+;", rf"\g<1>127.0.0.1:{minio_port};", conf, flags=re.M)
     for port, new in ports.items():
         conf, n = re.subn(rf"(\blisten\s+){port}\b", rf"\g<1>127.0.0.1:{new}", conf)
         assert n == 1, f"deploy/nginx.conf has no single `listen {port}`"
