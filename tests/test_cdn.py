@@ -42,7 +42,14 @@ from tests.test_deploy_proxy import (
     nginx_running,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # its own stack whatever PICFILTER_TEST_BACKEND says: once per `make test` is enough
+    pytest.mark.skipif(
+        os.environ.get("PICFILTER_TEST_BACKEND") == "postgres",
+        reason="self-contained stack: runs in the embedded pass of `make test`",
+    ),
+]
 
 BUCKET = "picfilter-storage"  # what the :9444 block of deploy/nginx.conf proxies to
 

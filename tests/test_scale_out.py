@@ -46,7 +46,14 @@ import pytest
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, VerifyingMotoServer
 from tests.test_deploy_proxy import SETTINGS_VARS
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # its own stack whatever PICFILTER_TEST_BACKEND says: once per `make test` is enough
+    pytest.mark.skipif(
+        os.environ.get("PICFILTER_TEST_BACKEND") == "postgres",
+        reason="self-contained stack: runs in the embedded pass of `make test`",
+    ),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = 20
