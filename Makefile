@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test test-fast test-embedded test-postgres lint format migrate bench clean
+.PHONY: install run test test-fast test-embedded test-postgres lint format migrate bench bench-load clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: install ## benchmarks (python -m bench NAME to run one); gallery wants wr
 		(apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null 2>&1)) || \
 		echo "wrk not installed: the gallery benchmark uses its httpx load generator"
 	$(PY) -m bench
+
+bench-load: install ## 60 s of mixed traffic (locust) on PostgreSQL + Redis + moto S3, uvicorn x2, a worker
+	$(PY) -m bench load
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

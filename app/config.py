@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     # Key of local-storage URL signatures; unset: JWT_SECRET_KEY. Same rules as that key.
     storage_signing_key: str | None = None
     presign_put_expire_seconds: int = 600
+    # A CDN whose origin is the bucket (S3 backend): ``{CDN_BASE_URL}/{key}`` serves the object
+    # at ``key``. When set, content-addressed thumbnails, previews and results (immutable,
+    # ``Cache-Control: public, max-age=31536000, immutable``) get CDN URLs instead of presigned
+    # ones; originals, models and exports stay presigned. Unset or "": no CDN.
+    cdn_base_url: str | None = None
     presign_get_expire_seconds: int = 300
 
     # Auth
@@ -216,6 +221,18 @@ class Settings(BaseSettings):
     # A folder laid out like app/ml/weights (adaptive_3dlut/LUTs.pth + classifier.pth,
     # nilut/nilutx3style.pt); unset: the copy shipped inside the package.
     published_weights_dir: Path | None = None
+
+    @field_validator("cdn_base_url")
+    @classmethod
+    def _check_cdn_base_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError(
+                f"CDN_BASE_URL: {value!r} is no http(s) base URL (e.g. https://cdn.example.com)"
+            )
+        return value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -110,10 +110,11 @@ class SigV4QueryVerifier:
 
 
 class VerifyingMotoServer(ThreadedMotoServer):
-    """moto's threaded server on a free loopback port, optionally behind the SigV4 check."""
+    """moto's threaded server on a free port of ``ip_address`` (loopback unless a test gives
+    another local address), optionally behind the SigV4 check."""
 
-    def __init__(self, *, verify: bool = True) -> None:
-        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+    def __init__(self, *, verify: bool = True, ip_address: str = "127.0.0.1") -> None:
+        super().__init__(ip_address=ip_address, port=0, verbose=False)
         self.verify = verify
 
     def _server_entry(self) -> None:

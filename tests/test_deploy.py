@@ -501,6 +501,7 @@ def sandboxed_nginx_conf(conf: str, tmp: Path, cert: Path, key: Path) -> str:
     conf = re.sub(r"^(\s*pid\s+)[^;]+;", rf"\g<1>{tmp / 'nginx.pid'};", conf, flags=re.M)
     conf = re.sub(r"(\berror_log\s+)[^\s;]+", rf"\g<1>{tmp / 'error.log'}", conf)
     conf = re.sub(r"(\baccess_log\s+)(?!off\b)[^\s;]+", rf"\g<1>{tmp / 'access.log'}", conf)
+    conf = re.sub(r"(\bproxy_cache_path\s+)[^\s;]+", rf"\g<1>{tmp / 'cache'}", conf)
     return conf
 
 
@@ -606,3 +607,55 @@ def test_every_app_service_runs_the_one_image(services: dict[str, dict[str, Any]
     assert None not in images
     for name in users:
         assert (services[name].get("build") or {}).get("context") == ".", name
+
+
+def test_cdn_edge_and_bucket_policy_follow_the_key_layout(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The :9444 edge of deploy/nginx.conf serves exactly the content-addressed keys of
+    app/storage/keys.py, from compose's bucket; minio-init opens exactly those to anonymous
+    reads (app/storage/s3.py's policy); CDN_BASE_URL points at the published edge."""
+    import uuid
+
+    from app.storage import keys
+    from app.storage.s3 import cdn_read_policy
+
+    code = "\n".join(line.split("#", 1)[0] for line in NGINX_CONF.read_text().splitlines())
+    edge = code[code.index("listen 9444") :]
+    m = re.search(r'location\s+~\s+"([^"]+)"\s*\{', edge)
+    assert m, "no regex location in the :9444 server block"
+    pattern = m[1]
+    u, i, j, s = (uuid.uuid4() for _ in range(4))
+    immutable = [
+        keys.thumbnail_key(u, i, b"t"),
+        keys.result_key(u, j, "jpg", b"r"),
+        keys.style_key(s, f"v2/{keys.content_name('preview', b'p', 'webp')}"),
+    ]
+    mutable = [
+        keys.original_key(u, i, "jpg"),
+        f"images/{u}/{i}/thumbnail.webp",
+        keys.style_key(s, "v1/model.pt"),
+        keys.style_key(s, "v1/lut.cube"),
+        keys.cube_key(s, j),
+    ]
+    for key in immutable:
+        assert keys.is_immutable(key), key
+        assert re.search(pattern, f"/{key}"), key
+    for key in mutable:
+        assert not keys.is_immutable(key), key
+        assert not re.search(pattern, f"/{key}"), key
+    env = dict(SECRETS)  # every other variable at its compose default
+    app_env = {k: interpolate(v, env) for k, v in service_env(services["api"]).items()}
+    bucket = app_env["S3_BUCKET"]
+    assert re.search(rf"proxy_pass\s+http://minio/{re.escape(bucket)}\$uri;", edge)
+    # minio-init: the same anonymous-read resources as cdn_read_policy
+    init = " ".join(command_args(services["minio-init"])).replace("$$S3_BUCKET", bucket)
+    for resource in cdn_read_policy(bucket)["Statement"][0]["Resource"]:
+        assert resource in init, resource
+    assert "mc anonymous set-json" in init
+    # CDN_BASE_URL's default port is the edge's published port
+    published = [p for p in services["nginx"]["ports"] if str(p).endswith(":9444")]
+    assert published, services["nginx"]["ports"]
+    port = interpolate(str(published[0]), env).split(":")[0]
+    assert app_env["CDN_BASE_URL"] == f"https://localhost:{port}"
+    assert Settings(_env_file=None, cdn_base_url=app_env["CDN_BASE_URL"]).cdn_base_url  # type: ignore[call-arg]

@@ -76,6 +76,8 @@ async def get_style_lut(
 
 
 def _result_name(result: dict[str, Any], key: str) -> str:
+    if result.get("filename"):
+        return os.path.basename(str(result["filename"]))
     query = parse_qs(urlsplit(str(result.get("result_url", ""))).query)
     name = (query.get("filename") or [""])[0]
     if not name:

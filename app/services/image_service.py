@@ -355,7 +355,7 @@ def generate_thumbnail(ctx: JobContext, storage: Storage) -> dict[str, Any]:
         except imaging.ImageDecodeError as exc:
             raise PermanentJobError(str(exc)) from exc
     ctx.progress(80, "storing the thumbnail")
-    tkey = thumbnail_key(owner_id, image_id)
+    tkey = thumbnail_key(owner_id, image_id, thumb.data)
     storage.put_bytes(tkey, thumb.data, "image/webp")
     with ctx.db.session() as s:
         res = s.execute(update(Image).where(Image.id == image_id).values(thumbnail_key=tkey))

@@ -45,7 +45,7 @@ from app.models.base import utcnow
 from app.services.job_service import JobContext, JobSuperseded, PermanentJobError
 from app.services.style_rules import learn_stop_reason, settle_learn_update, slugify
 from app.storage import StorageObjectNotFound, make_storage
-from app.storage.keys import cube_key, result_key, style_key
+from app.storage.keys import content_name, cube_key, is_immutable, result_key, style_key
 
 if TYPE_CHECKING:
     from app.ml.base import StyleModel
@@ -326,7 +326,7 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
     keys = {
         "model_key": version_key(style_id, version, "model.pt"),
         "lut_key": version_key(style_id, version, "lut.cube"),
-        "preview_key": version_key(style_id, version, "preview.webp"),
+        "preview_key": version_key(style_id, version, content_name("preview", preview, "webp")),
     }
     written: list[str | None] = []
     try:
@@ -463,7 +463,7 @@ def apply(ctx: JobContext) -> dict[str, Any]:
         alpha=info.alpha,
     )
     del pixels, graded
-    key = result_key(ctx.owner_id, ctx.job_id, FORMAT_EXT[fmt])
+    key = result_key(ctx.owner_id, ctx.job_id, FORMAT_EXT[fmt], data)
     storage.put_bytes(key, data, FORMAT_CONTENT_TYPE[fmt])
     try:
         ctx.check_cancelled()
@@ -480,6 +480,8 @@ def apply(ctx: JobContext) -> dict[str, Any]:
     return {
         "result_url": storage.presign_get(key, expires_in=RESULT_URL_TTL, filename=filename),
         "result_key": key,
+        # the download name (a CDN result URL carries none: see app/storage/s3.py)
+        "filename": filename,
         "width": width,
         "height": height,
         "format": fmt,
@@ -555,7 +557,7 @@ def store_imported_cube(
     objects = StoredObjects(
         model_key=version_key(style_id, 1, "model.pt"),
         lut_key=version_key(style_id, 1, "lut.cube"),
-        preview_key=version_key(style_id, 1, "preview.webp"),
+        preview_key=version_key(style_id, 1, content_name("preview", preview, "webp")),
     )
     written: list[str | None] = []
     try:
@@ -584,7 +586,9 @@ def copy_style_objects(
         for what, src in keys.items():
             if not src:
                 continue
-            dst = version_key(new_style_id, 1, names[what])
+            # a content-addressed preview keeps its name (same bytes, same address)
+            name = src.rsplit("/", 1)[-1] if is_immutable(src) else names[what]
+            dst = version_key(new_style_id, 1, name)
             storage.copy(src, dst)
             out[what] = dst
     except BaseException:

@@ -89,6 +89,8 @@ def make_storage(settings: Settings) -> Storage:
         s3 = S3Storage(settings)
         if settings.s3_create_bucket:
             s3.ensure_bucket()
+            if settings.cdn_base_url:
+                s3.allow_cdn_reads()
         return s3
     return LocalStorage(
         settings.storage_dir,

@@ -6,6 +6,12 @@ holds even if nginx is bypassed. It also signs ``If-None-Match: *``, so the URL 
 file checked at confirm cannot be swapped while the URL is still valid (412). Presigned GETs are
 issued separately with a short TTL.
 
+Content-addressed objects (thumbnails, previews, results: :func:`~app.storage.keys.is_immutable`)
+are written with ``Cache-Control: public, max-age=31536000, immutable``; with ``CDN_BASE_URL``
+set, :meth:`S3Storage.presign_get` gives them a plain CDN URL (``{CDN_BASE_URL}/{key}``, the
+CDN's origin being the bucket) instead of a presigned one. A CDN URL names the bytes, so it never
+expires and never needs a signature; it carries no download name (the caller keeps the name).
+
 boto3 is imported when an :class:`S3Storage` is made, so the embedded default never loads it.
 """
 
@@ -17,6 +23,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from app.config import Settings
 from app.storage.base import (
@@ -28,7 +35,12 @@ from app.storage.base import (
     utc_in,
 )
 from app.storage.errors import StorageError, StorageObjectNotFound
-from app.storage.keys import validate_key
+from app.storage.keys import (
+    IMMUTABLE_CACHE_CONTROL,
+    IMMUTABLE_KEY_PATTERNS,
+    is_immutable,
+    validate_key,
+)
 from app.storage.local import atomic_copy_to
 
 if TYPE_CHECKING:
@@ -62,6 +74,23 @@ class _BodyReader(io.RawIOBase):
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 
 
+def cdn_read_policy(bucket: str) -> dict[str, Any]:
+    """The bucket policy a CDN needs: anonymous GET of the content-addressed keys only
+    (thumbnails, previews, results); originals, models and exports stay private."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PicFilterCdnRead",
+                "Effect": "Allow",
+                "Principal": {"AWS": ["*"]},
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{p}" for p in IMMUTABLE_KEY_PATTERNS],
+            }
+        ],
+    }
+
+
 class S3Storage:
     """S3 / MinIO through boto3 (thread-safe clients; one per process)."""
 
@@ -70,6 +99,7 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket = settings.s3_bucket
+        self.cdn_base_url = settings.cdn_base_url
         self.get_expires_in = settings.presign_get_expire_seconds
         config = Config(
             signature_version="s3v4",
@@ -132,6 +162,16 @@ class S3Storage:
             ):
                 raise
 
+    def allow_cdn_reads(self) -> None:
+        """Set :func:`cdn_read_policy` on the bucket (with ``S3_CREATE_BUCKET``; compose's
+        ``minio-init`` sets the same policy on MinIO)."""
+        import json
+
+        with self._errors(self.bucket):
+            self.client.put_bucket_policy(
+                Bucket=self.bucket, Policy=json.dumps(cdn_read_policy(self.bucket))
+            )
+
     def ping(self) -> bool:
         try:
             self.client.head_bucket(Bucket=self.bucket)
@@ -170,12 +210,27 @@ class S3Storage:
         self, key: str, expires_in: int | None = None, filename: str | None = None
     ) -> str:
         validate_key(key)
+        if self.cdn_base_url and is_immutable(key):
+            return self.cdn_url(key)
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = content_disposition(filename)
         return self.presign_client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=expires_in or self.get_expires_in
         )
+
+    def cdn_url(self, key: str) -> str:
+        """``{CDN_BASE_URL}/{key}`` (for a content-addressed key)."""
+        if not self.cdn_base_url:
+            raise ValueError("CDN_BASE_URL is not set")
+        return f"{self.cdn_base_url}/{quote(validate_key(key))}"
+
+    @staticmethod
+    def _extra(key: str, content_type: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {"ContentType": content_type}
+        if is_immutable(key):
+            extra["CacheControl"] = IMMUTABLE_CACHE_CONTROL
+        return extra
 
     def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
@@ -193,13 +248,15 @@ class S3Storage:
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         validate_key(key)
         with self._errors(key):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+            self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, **self._extra(key, content_type)
+            )
 
     def put_file(self, key: str, path: Path, content_type: str) -> None:
         validate_key(key)
         with self._errors(key):
             self.client.upload_file(
-                str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
+                str(path), self.bucket, key, ExtraArgs=self._extra(key, content_type)
             )
 
     def get_bytes(self, key: str) -> bytes:

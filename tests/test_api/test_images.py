@@ -415,7 +415,7 @@ async def test_delete_removes_every_stored_object(
     image_id = await upload(client, user, jpeg_bytes())
     assert (await confirm(client, user, image_id)).status_code == 200
     # what the thumbnail and an apply job would have stored
-    thumb = keys.thumbnail_key(user.id, image_id)
+    thumb = keys.thumbnail_key(user.id, image_id, b"webp")
     storage.put_bytes(thumb, b"webp", "image/webp")
     job_id = uuid.uuid4()
     async with app.state.db.sessionmaker() as s:
@@ -431,9 +431,9 @@ async def test_delete_removes_every_stored_object(
             )
         )
         await s.commit()
-    result = keys.result_key(user.id, job_id, "jpg")
+    result = keys.result_key(user.id, job_id, "jpg", b"result")
     storage.put_bytes(result, b"result", "image/jpeg")
-    other_result = keys.result_key(user.id, uuid.uuid4(), "jpg")  # not from this image
+    other_result = keys.result_key(user.id, uuid.uuid4(), "jpg", b"keep")  # not from this image
     storage.put_bytes(other_result, b"keep", "image/jpeg")
 
     r = await client.delete(f"/api/v1/images/{image_id}", headers=user.headers)

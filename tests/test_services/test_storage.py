@@ -86,8 +86,24 @@ def storage(request: pytest.FixtureRequest) -> Storage:
 def test_key_layout_matches_the_architecture() -> None:
     u, i, j, s = (uuid.UUID(int=n) for n in (1, 2, 3, 4))
     assert keys.original_key(u, i, "JPG") == f"images/{u}/{i}/original.jpg"
-    assert keys.thumbnail_key(u, i) == f"images/{u}/{i}/thumbnail.webp"
-    assert keys.result_key(u, j, "png") == f"results/{u}/{j}/result.png"
+    sha = hashlib.sha256(b"bytes").hexdigest()[:32]
+    assert keys.thumbnail_key(u, i, b"bytes") == f"images/{u}/{i}/thumbnail-{sha}.webp"
+    assert keys.result_key(u, j, "png", b"bytes") == f"results/{u}/{j}/result-{sha}.png"
+    assert keys.result_key(u, j, "png", b"other") != keys.result_key(u, j, "png", b"bytes")
+    # content-addressed thumbnails, previews and results are immutable (CDN); nothing else
+    assert keys.is_immutable(keys.thumbnail_key(u, i, b"bytes"))
+    assert keys.is_immutable(keys.result_key(u, j, "jpg", b"bytes"))
+    assert keys.is_immutable(f"styles/{s}/v3/{keys.content_name('preview', b'x', 'webp')}")
+    for mutable in (
+        keys.original_key(u, i, "jpg"),
+        f"images/{u}/{i}/thumbnail.webp",
+        f"styles/{s}/v1/preview.webp",
+        f"styles/{s}/v1/model.pt",
+        keys.cube_key(s, j),
+        f"images/{u}/{i}/original-{sha}.jpg",
+        f"results/{u}/{j}/result-{sha[:-1]}.png",
+    ):
+        assert not keys.is_immutable(mutable), mutable
     assert keys.style_key(s, "model.pt") == f"styles/{s}/model.pt"
     assert keys.style_key(s, "preview.webp") == f"styles/{s}/preview.webp"
     assert keys.cube_key(s, j) == f"cubes/{s}/{j}.cube"
