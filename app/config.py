@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256"] = "HS256"
     jwt_access_token_expire_minutes: int = 60
     jwt_refresh_token_expire_days: int = 7
+    # The refresh token just rotated may be presented again for this long (two tabs refreshing
+    # at once both stay logged in); after it, presenting it again revokes the session.
+    jwt_refresh_reuse_grace_seconds: int = Field(default=15, ge=0, le=120)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 
     # Limits
