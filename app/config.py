@@ -206,6 +206,8 @@ class Settings(BaseSettings):
     rate_limit_jobs: str = "60/minute"
     rate_limit_default: str = "600/minute"
     cors_origins: list[str] = Field(default_factory=list)
+    # Strict-Transport-Security max-age on responses to HTTPS requests (0: never sent).
+    hsts_max_age_seconds: int = Field(default=31_536_000, ge=0)
 
     # ML
     ml_device: str | None = None  # "cuda" / "cpu"; default: CUDA when present
