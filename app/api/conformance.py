@@ -27,7 +27,6 @@ from starlette.routing import BaseRoute, Route
 
 from app.config import Settings
 
-
 SHADOW = "method_not_allowed"
 
 
