@@ -26,8 +26,14 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
 
 from app.config import Settings
+from app.schemas.common import ErrorResponse
 
 SHADOW = "method_not_allowed"
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: these statuses answer in the error shape."""
+    return {code: {"model": ErrorResponse} for code in codes}
 
 
 @dataclass(frozen=True)
