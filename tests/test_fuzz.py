@@ -33,6 +33,7 @@ CHECKS = (
     "response_headers_conformance,response_schema_conformance"
 )
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def figures(output: str) -> dict[str, int]:
@@ -77,8 +78,13 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_behaviour(
             cmd += ["--seed", SEED]
         run = subprocess.run(
             cmd,
-            env={**env, "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks", "FUZZ_BASE_URL": url},
-            cwd=Path(__file__).resolve().parent.parent,
+            env={
+                **env,
+                "SCHEMATHESIS_HOOKS": "tests.fuzz_hooks",
+                "FUZZ_BASE_URL": url,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+            },
+            cwd=tmp_path,  # schemathesis keeps its .schemathesis/ cache in the working directory
             capture_output=True,
             text=True,
             timeout=1700,
