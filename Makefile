@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test test-fast test-embedded test-postgres lint format migrate bench bench-load clean
+.PHONY: install run test test-fast test-embedded test-postgres test-fuzz lint format migrate bench bench-load clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test-embedded: install
 
 test-postgres: install
 	PICFILTER_TEST_BACKEND=postgres $(VENV)/bin/pytest --ignore=tests/test_ml $(ARGS)
+
+FUZZ_BACKEND ?= postgres
+FUZZ_MAX_EXAMPLES ?= 50
+FUZZ_SEED ?= random
+test-fuzz: install ## schemathesis over every operation (all phases) against a served API and a real worker
+	PICFILTER_TEST_BACKEND=$(FUZZ_BACKEND) FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) \
+		FUZZ_PHASES=examples,coverage,fuzzing,stateful FUZZ_SEED=$(FUZZ_SEED) \
+		$(VENV)/bin/pytest tests/test_fuzz.py -s -p no:cacheprovider $(ARGS)
 
 lint: install ## ruff + mypy
 	$(VENV)/bin/ruff check .

@@ -135,6 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,
             log_level=settings.log_level.lower(),
+            server_header=False,  # no `server: uvicorn` banner
         )
     finally:
         stop_worker()

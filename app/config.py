@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256"] = "HS256"
     jwt_access_token_expire_minutes: int = 60
     jwt_refresh_token_expire_days: int = 7
+    # The refresh token just rotated may be presented again for this long (two tabs refreshing
+    # at once both stay logged in); after it, presenting it again revokes the session.
+    jwt_refresh_reuse_grace_seconds: int = Field(default=15, ge=0, le=120)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 
     # Limits
@@ -214,6 +217,8 @@ class Settings(BaseSettings):
     rate_limit_jobs: str = "60/minute"
     rate_limit_default: str = "600/minute"
     cors_origins: list[str] = Field(default_factory=list)
+    # Strict-Transport-Security max-age on responses to HTTPS requests (0: never sent).
+    hsts_max_age_seconds: int = Field(default=31_536_000, ge=0)
 
     # ML
     ml_device: str | None = None  # "cuda" / "cpu"; default: CUDA when present

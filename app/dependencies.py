@@ -73,11 +73,11 @@ TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 
 async def get_optional_user(
-    session: SessionDep, token: TokenDep, settings: SettingsDep
+    session: SessionDep, store: StoreDep, token: TokenDep, settings: SettingsDep
 ) -> User | None:
     if not token:
         return None
-    return await auth_service.user_from_access_token(session, token, settings)
+    return await auth_service.user_from_access_token(session, store, token, settings)
 
 
 async def get_current_user(user: Annotated[User | None, Depends(get_optional_user)]) -> User:

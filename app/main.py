@@ -7,14 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
+from app.api.conformance import add_method_not_allowed_routes, install_openapi
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
 from app.db import Database
 from app.dependencies import rate_limit
 from app.request_context import RequestIdFilter, RequestIdMiddleware
 from app.schemas.common import ErrorResponse
+from app.security_headers import (
+    ErrorShapeCORSMiddleware,
+    SecurityHeadersMiddleware,
+    media_origins,
+    web_csp,
+)
 from app.services.ratelimit import RateLimiter
 from app.storage import make_storage
 from app.storage.kv import make_store
@@ -84,18 +90,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             404: {"model": ErrorResponse},
             422: {"model": ErrorResponse},
             429: {"model": ErrorResponse},
+            503: {"model": ErrorResponse},
         },
     )
     app.add_middleware(RejectNonFiniteJSON)  # inside RequestIdMiddleware: its 422 gets the id
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ErrorShapeCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=True,
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(  # outermost: also on the CORS, JSON-guard and request-id responses
+        SecurityHeadersMiddleware,
+        web_policy=web_csp(media_origins(settings)),
+        hsts_max_age=settings.hsts_max_age_seconds,
+    )
     install_error_handlers(app)
 
     from app.api import health
@@ -105,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in _routers():
         api.include_router(router)
     app.include_router(api)
+    add_method_not_allowed_routes(app)
+    install_openapi(app, settings)
     # The web client (app/web): static files at `/`, after every API route.
     from app.web import mount_web
 

@@ -255,7 +255,7 @@ def server(env: dict[str, str], port: int) -> AbstractContextManager[tuple[str, 
     """uvicorn with 2 workers on ``port``, ready once /healthz answers."""
     cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-    cmd += ["--no-access-log", "--log-level", "warning"]
+    cmd += ["--no-access-log", "--log-level", "warning", "--no-server-header"]
     return running_server(cmd, env, port)
 
 

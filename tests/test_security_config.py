@@ -300,7 +300,11 @@ def test_a_generated_key_is_shared_with_the_worker_and_kept_across_starts(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         key = path.read_text()
         with httpx.Client(base_url=base, timeout=30) as client:
-            account = {"email": "key@example.com", "username": "keyuser", "password": "p" * 12}
+            account = {
+                "email": "key@example.com",
+                "username": "keyuser",
+                "password": "Lisbon tram 28",
+            }
             assert client.post("/api/v1/auth/register", json=account).status_code == 201
             login = {"email": account["email"], "password": account["password"]}
             token = client.post("/api/v1/auth/login", json=login).json()["access_token"]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, status
 from pydantic import ValidationError
 
+from app.api.conformance import error_responses
 from app.api.errors import field_message
 from app.dependencies import CurrentUser, SessionDep, SettingsDep, StoreDep, rate_limit
 from app.errors import BadRequest, InvalidInput
@@ -22,9 +23,12 @@ auth_limit = [Depends(rate_limit("auth"))]
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     dependencies=auth_limit,
+    responses=error_responses(409),
 )
 async def register(data: RegisterRequest, session: SessionDep, settings: SettingsDep) -> Any:
-    """Create an account. Duplicate email or username -> 409."""
+    """Create an account. Duplicate email or username -> 409; a password that is easy to guess
+    -> 422 `weak_password`. Emails are NFKC-normalized and case-folded; an email mixing
+    look-alike letters of different scripts is refused (422)."""
     return await auth_service.register(session, data, settings)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from app.api.conformance import error_responses
 from app.dependencies import CurrentUser, OptionalUser, SessionDep
 from app.schemas.common import Page, Text
 from app.schemas.community import CommentIn, CommentOut, RatingIn, RatingOut
@@ -45,7 +46,7 @@ async def create_comment(
     return await community_service.create_comment(session, style_id, user, data.body)
 
 
-@router.patch("/comments/{comment_id}", response_model=CommentOut)
+@router.patch("/comments/{comment_id}", response_model=CommentOut, responses=error_responses(403))
 async def update_comment(
     comment_id: uuid.UUID, data: CommentIn, session: SessionDep, user: CurrentUser
 ) -> CommentOut:
@@ -53,7 +54,11 @@ async def update_comment(
     return await community_service.update_comment(session, comment_id, user, data.body)
 
 
-@router.delete("/comments/{comment_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/comments/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(403),
+)
 async def delete_comment(comment_id: uuid.UUID, session: SessionDep, user: CurrentUser) -> Response:
     """Delete a comment (its author or the style's owner: 403 otherwise)."""
     await community_service.delete_comment(session, comment_id, user)
@@ -66,7 +71,7 @@ async def get_rating(style_id: uuid.UUID, session: SessionDep, user: CurrentUser
     return await community_service.get_rating(session, style_id, user)
 
 
-@router.put("/styles/{style_id}/rating", response_model=RatingOut)
+@router.put("/styles/{style_id}/rating", response_model=RatingOut, responses=error_responses(403))
 async def put_rating(
     style_id: uuid.UUID, data: RatingIn, session: SessionDep, user: CurrentUser
 ) -> RatingOut:

@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.conformance import allowed_methods
 from app.errors import (
     AppError,
     BrokerUnavailable,
@@ -194,11 +195,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return _response(422, "validation_error", message, {"errors": errors})
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
-    return _response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:  # every route of the path, not only the first one matched
+        methods = allowed_methods(request.app.router.routes, request.scope["path"])
+        headers["Allow"] = ", ".join(sorted(methods))
+    return _response(exc.status_code, code, message, None, headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from app.api.conformance import error_responses
 from app.dependencies import CurrentUser, SessionDep, SettingsDep
 from app.models import Job, JobStatus, JobType
 from app.schemas.common import Page
@@ -42,7 +43,7 @@ async def get_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> 
     return await job_service.get_job(session, user, job_id)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(409))
 async def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Any:
     """Cancel a queued or processing job (409 if it already finished). Cancelling a learn job
     puts its style back as it was (ready with its previous model, or failed)."""

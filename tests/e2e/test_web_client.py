@@ -114,14 +114,21 @@ class Session:
         self.context = browser.new_context(
             viewport={"width": width, "height": 900},
             accept_downloads=True,
-            bypass_csp=True,  # only so that the axe-core script can be injected
         )
+        # axe-core through the DevTools protocol (not a <script> the page's CSP would refuse):
+        # the server's Content-Security-Policy stays enforced for everything the client does.
+        self.context.add_init_script(path=str(AXE))
         self.page = self.context.new_page()
         self.page.set_default_timeout(30_000)
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # a CSP violation is a console error ("Refused to ... Content Security Policy ...")
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
 
     def go(self, route: str) -> None:
         self.page.goto(f"{self.base}/#/{route}")
@@ -139,8 +146,7 @@ class Session:
         ]
 
     def axe(self) -> list[dict[str, Any]]:
-        if not self.page.evaluate("() => !!window.axe"):
-            self.page.add_script_tag(content=AXE.read_text(encoding="utf-8"))
+        assert self.page.evaluate("() => !!window.axe"), "axe-core was not injected"
         result = self.page.evaluate(
             "async () => await axe.run(document, {resultTypes: ['violations']})"
         )
@@ -190,6 +196,10 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     s = Session(browser, base)
     page = s.page
 
+    # The page is served with its Content-Security-Policy, enforced in this browser context.
+    csp = page.request.get(f"{base}/").headers["content-security-policy"]
+    assert "script-src 'self';" in csp, csp
+    assert "unsafe-inline" not in csp, csp
     # First load: transferred bytes of the page and everything it loaded.
     s.go("")
     load_bytes = page.evaluate(
