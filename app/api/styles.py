@@ -149,7 +149,7 @@ async def import_style(
     declared = int(request.headers.get("content-length") or 0)
     if declared > settings.max_cube_bytes + 256 * 1024:
         raise PayloadTooLarge(
-            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
+            f"The LUT file is larger than {settings.max_cube_bytes} bytes",
             code="cube_too_large",
             details={"field": "file", "limit": settings.max_cube_bytes},
         )

@@ -68,7 +68,7 @@ async def import_style(
 
     if len(data) > settings.max_cube_bytes:
         raise PayloadTooLarge(
-            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
+            f"The LUT file is larger than {settings.max_cube_bytes} bytes",
             code="cube_too_large",
             details={"field": "file", "limit": settings.max_cube_bytes},
         )
