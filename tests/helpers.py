@@ -1,13 +1,16 @@
 """The one home of the test helpers: shared data (skipped when absent, a failure under
 ``CI=true``), images (encode, decode, upload through the Images API, presigned URLs), styles
-(create, import, wait for a job), the exact trilinear reference, synthetic photos, and the
-objects in the test stack's storage. (Accounts and the worker are fixtures in ``conftest.py``.)
+(create, import, wait for a job), the exact trilinear reference, synthetic photos, the
+objects in the test stack's storage, and the real consumers of exported LUT files (ffmpeg,
+OpenColorIO). (Accounts and the worker are fixtures in ``conftest.py``.)
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from functools import cache
@@ -345,3 +348,86 @@ def cast_photo_pairs(n: int, edit, seed: int = 0, size: int = 40) -> list[Traini
         holdout[::8, ::8] = True
         pairs.append(TrainingPair(before, np.asarray(edit(i, before), np.float32), holdout))
     return pairs
+
+
+# ---- real consumers of exported LUT files ---------------------------------------------------
+INTERPOLATIONS = ("trilinear", "tetrahedral")
+
+
+def require_ffmpeg() -> str:
+    """The ``ffmpeg`` executable; skips when it is not installed (a failure under ``CI=true``:
+    ``.ci/run`` installs Debian's ffmpeg)."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        if IN_CI:
+            pytest.fail("CI=true: ffmpeg is not installed (.ci/run installs it with apt-get)")
+        pytest.skip("ffmpeg is not installed (apt-get install ffmpeg)")
+    return exe
+
+
+def write_png16(image: np.ndarray, path: Path) -> Path:
+    """A uint8 image as an exact 16-bit PNG (code * 257), the photo given to ffmpeg: ffmpeg's
+    own 8 -> 16-bit conversion (swscale) is off by up to 1 level (54 dB on a photo), which
+    would be measured as the LUT's error."""
+    import pyvips
+
+    codes = np.ascontiguousarray(image, dtype=np.uint16) * np.uint16(257)
+    pyvips.Image.new_from_array(codes, interpretation="rgb16").pngsave(str(path), bitdepth=16)
+    return path
+
+
+def _ffmpeg_rgb48(inputs: list[Path], graph: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Run an ffmpeg filter graph on ``inputs`` (all in one folder, run from there so that no
+    path needs escaping in the graph); the first frame as float64 RGB in [0, 1] (16-bit out)."""
+    exe = require_ffmpeg()
+    args = [exe, "-nostdin", "-v", "error"]
+    for path in inputs:
+        args += ["-i", path.name]
+    args += ["-filter_complex", graph, "-frames:v", "1", "-pix_fmt", "rgb48le", "-f", "rawvideo"]
+    done = subprocess.run(
+        [*args, "-"], cwd=inputs[0].parent, capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    h, w = shape[:2]
+    return np.frombuffer(done.stdout, "<u2").reshape(h, w, 3).astype(np.float64) / 65535.0
+
+
+def ffmpeg_lut3d(
+    photo_png: Path, lut_file: Path, interp: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    """ffmpeg's ``lut3d`` filter (``.cube``, ``.3dl``, ...) on the photo, at 16 bits."""
+    assert lut_file.parent == photo_png.parent
+    graph = f"[0:v]format=rgb48le,lut3d=file={lut_file.name}:interp={interp}"
+    return _ffmpeg_rgb48([photo_png], graph, shape)
+
+
+def ffmpeg_haldclut(
+    photo_png: Path, hald_png: Path, interp: str, shape: tuple[int, ...]
+) -> np.ndarray:
+    """ffmpeg's ``haldclut`` filter (the HaldCLUT PNG as its second input), at 16 bits."""
+    graph = (
+        f"[0:v]format=rgb48le[img];[1:v]format=rgb48le[clut];[img][clut]haldclut=interp={interp}"
+    )
+    return _ffmpeg_rgb48([photo_png, hald_png], graph, shape)
+
+
+def ocio_file_transform(lut_file: Path, interp: str, image: np.ndarray) -> np.ndarray:
+    """OpenColorIO's ``FileTransform`` (CPU processor) on a uint8 image, as float64 in [0, 1];
+    ``interp`` is ``trilinear`` (INTERP_LINEAR) or ``tetrahedral``."""
+    import PyOpenColorIO as ocio
+
+    mode = {"trilinear": ocio.INTERP_LINEAR, "tetrahedral": ocio.INTERP_TETRAHEDRAL}[interp]
+    transform = ocio.FileTransform(
+        src=str(lut_file), interpolation=mode, direction=ocio.TRANSFORM_DIR_FORWARD
+    )
+    processor = ocio.Config.CreateRaw().getProcessor(transform).getDefaultCPUProcessor()
+    pixels = np.ascontiguousarray(image, dtype=np.float32) / np.float32(255.0)
+    processor.applyRGB(pixels)
+    return pixels.astype(np.float64)
+
+
+def psnr_vs(service: np.ndarray, consumer: np.ndarray) -> float:
+    """PSNR (dB) of a consumer's float result against the service's uint8 result."""
+    ref = service.astype(np.float64) / 255.0
+    mse = float(np.mean((np.clip(consumer, 0.0, 1.0) - ref) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))

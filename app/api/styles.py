@@ -132,7 +132,9 @@ async def import_style(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
-    file: Annotated[UploadFile, File(description="an Adobe/Resolve .cube 3D LUT")],
+    file: Annotated[
+        UploadFile, File(description="a 3D LUT: Adobe/Resolve .cube, HaldCLUT PNG or .3dl")
+    ],
     name: Annotated[StyleName, Form()],
     description: Annotated[StyleDescription, Form()] = "",
     visibility: Annotated[Visibility, Form()] = Visibility.private,
@@ -140,12 +142,14 @@ async def import_style(
         list[Text], Form(description="repeat the field or separate tags with commas")
     ] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> StyleOut:
-    """Import a ``.cube`` file as a ``ready`` style (model ``imported``); a malformed file is a
-    422 ``invalid_cube`` naming the line."""
+    """Import a ``.cube``, HaldCLUT PNG (8 or 16 bits, level 2..16) or ``.3dl`` file as a
+    ``ready`` style (model ``imported``); a malformed file is a 422 ``invalid_cube`` (``.cube``)
+    or ``invalid_lut`` (the others) naming the problem and, for text, the line. A table of more
+    than 65 points per axis (a HaldCLUT above level 8) is resampled to 65^3."""
     declared = int(request.headers.get("content-length") or 0)
     if declared > settings.max_cube_bytes + 256 * 1024:
         raise PayloadTooLarge(
-            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
+            f"The LUT file is larger than {settings.max_cube_bytes} bytes",
             code="cube_too_large",
             details={"field": "file", "limit": settings.max_cube_bytes},
         )
@@ -296,11 +300,15 @@ async def export_style(
     session: SessionDep,
     data: Annotated[ExportRequest | None, Body()] = None,
 ) -> Any:
-    """Export the style as a ``.cube`` 3D LUT (17, 33 or 65 points per axis). Result:
-    ``{download_url, size, filename}``."""
+    """Export the style as a 3D LUT file: ``cube``, ``3dl``, ``spi3d`` or ``csp`` (17, 33 or 65
+    points per axis) or a ``haldclut`` PNG (level 8, 12 or 16). A style that is a LUT itself
+    (imported, dlut, transfer) is never written at more points per axis than its own table: a
+    larger ``size`` is exported at the table's size and the result says so (``requested_size``,
+    ``note``). Result: ``{download_url, size, filename, format, bytes}`` (+ ``level`` for a
+    HaldCLUT, ``source_size`` when the file resamples the style's table)."""
     data = data or ExportRequest()
     return await style_service.submit_export(
-        session, style_id, user, size=data.size, fmt=data.format
+        session, style_id, user, size=data.size, fmt=data.format, level=data.level
     )
 
 

@@ -129,10 +129,28 @@ class ApplyRequest(BaseModel):
 
 
 class ExportRequest(BaseModel):
+    """``size`` is the points per axis of ``cube``/``3dl``/``spi3d``/``csp``; a HaldCLUT has
+    ``level``^2 instead (``haldclut`` only, default 8)."""
+
     model_config = ConfigDict(extra="forbid")
 
     size: Literal[17, 33, 65] = 33
-    format: Literal["cube"] = "cube"
+    format: Literal["cube", "haldclut", "3dl", "spi3d", "csp"] = Field(
+        "cube",
+        description="cube (Resolve, Premiere, ffmpeg), haldclut (16-bit PNG: darktable, "
+        "RawTherapee, G'MIC, ffmpeg), 3dl (Flame, Lustre, Nuke), spi3d / csp (OpenColorIO)",
+    )
+    level: Literal[8, 12, 16] | None = Field(
+        None, description="HaldCLUT level (8: 64^3, 12: 144^3, 16: 256^3 entries); haldclut only"
+    )
+
+    @model_validator(mode="after")
+    def _level_for_hald(self) -> ExportRequest:
+        if self.level is not None and self.format != "haldclut":
+            raise ValueError("level applies to format haldclut only")
+        if self.format == "haldclut" and "size" in self.model_fields_set:
+            raise ValueError("a haldclut export takes level (8, 12 or 16), not size")
+        return self
 
 
 # ---- responses ------------------------------------------------------------------------------

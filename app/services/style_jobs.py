@@ -43,7 +43,12 @@ from app.models import Image as ImageRow
 from app.models import Style, StyleModelKind, StyleStatus
 from app.models.base import utcnow
 from app.services.job_service import JobContext, JobSuperseded, PermanentJobError
-from app.services.style_rules import learn_stop_reason, settle_learn_update, slugify
+from app.services.style_rules import (
+    export_filename,
+    learn_stop_reason,
+    settle_learn_update,
+    slugify,
+)
 from app.storage import StorageObjectNotFound, make_storage
 from app.storage.keys import content_name, cube_key, is_immutable, result_key, style_key
 
@@ -63,6 +68,9 @@ DEFAULT_QUALITY = 92
 FORMAT_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 FORMAT_CONTENT_TYPE = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 STYLE_DELETED = "style deleted"
+# An imported table larger than this (a HaldCLUT above level 8) is resampled to it: the style's
+# ``lut.cube``, ``model.pt`` and browser preview stay the size of a 65^3 ``.cube``.
+MAX_IMPORT_POINTS = 65
 
 
 # ---- per-process resources ------------------------------------------------------------------
@@ -497,38 +505,81 @@ RESULT_URL_TTL = 24 * 3600
 
 # ---- export ---------------------------------------------------------------------------------
 def export(ctx: JobContext) -> dict[str, Any]:
-    """The ``export_cube`` job: bake the model (17/33/65), write ``cubes/{style}/{job}.cube``."""
-    from app.ml.cube_export import dumps_cube
+    """The ``export_cube`` job: bake the model and write ``cubes/{style}/{job}.{ext}`` in the
+    requested format (``cube``, ``haldclut``, ``3dl``, ``spi3d``, ``csp``; writers in
+    :mod:`app.ml.lut_formats`).
+
+    The precision rule: a style that is a LUT itself (imported, dlut, transfer) is never written
+    at more points per axis than its own table, since that would only resample it. A larger
+    ``size`` is exported at the table's size, and the result says so (``requested_size``,
+    ``note``). A HaldCLUT's lattice is fixed by its level, so one above the table's size is a
+    resampling, stated by ``source_size`` and ``note``.
+    """
+    from app.ml.lut_formats import export_lut, hald_points, source_size
 
     p = ctx.params
     style_id = uuid.UUID(p["style_id"])
-    size = int(p.get("size", 33))
+    fmt = str(p.get("format") or "cube")
+    requested = int(p.get("size", 33))
+    level = int(p["level"]) if fmt == "haldclut" else None
     storage = worker_storage(ctx.settings)
     style, model = _model_for_job(ctx, storage, style_id)
+    own = source_size(model)
+    note = None
+    if level is not None:
+        size = hald_points(level)
+        if own is not None and size > own:
+            note = (
+                f"the style is a {own}^3 table; this level {level} HaldCLUT ({size}^3) holds it "
+                "resampled by trilinear interpolation, with no added precision"
+            )
+    elif own is not None and requested > own:
+        size = own
+        note = (
+            f"exported at {own}^3, the size of the style's own table: {requested}^3 would only "
+            "resample it"
+        )
+    else:
+        size = requested
     lut = model.bake(size)
-    title = f"{style.name} - PicFilter {style.model.value if style.model else 'style'} {size}^3"
+    kind = style.model.value if style.model else "style"
+    title = f"{style.name} - PicFilter {kind} {size}^3"
     comments = [
         f"PicFilter style {style.id}",
-        "Adobe Cube 1.0: LUT_3D_SIZE, DOMAIN_MIN/MAX, red index changes fastest",
+        "Adobe Cube 1.0: LUT_3D_SIZE, DOMAIN_MIN/MAX, red index changes fastest"
+        if fmt == "cube"
+        else f"{size} points per axis",
     ]
     if style.model == StyleModelKind.adaptive_3dlut:
         comments.append("image-adaptive style: basis weights averaged over its training images")
-    text = dumps_cube(lut, title=title, comments=comments)
-    key = cube_key(style_id, ctx.job_id)
-    storage.put_bytes(key, text.encode("utf-8"), "text/plain")
+    if note:
+        comments.append(note)
+    exported = export_lut(lut, fmt, title=title, comments=comments)
+    key = cube_key(style_id, ctx.job_id, exported.ext)
+    storage.put_bytes(key, exported.data, exported.content_type)
     try:
         if not _touch_style(ctx, style_id, count_apply=False):
             raise PermanentJobError(STYLE_DELETED)
     except BaseException:
         delete_keys(storage, [key])
         raise
-    filename = p.get("filename") or f"{slugify(style.name)}_{size}.cube"
-    return {
+    filename = export_filename(style.name, fmt, size, level)
+    result: dict[str, Any] = {
         "download_url": storage.presign_get(key, expires_in=RESULT_URL_TTL, filename=filename),
         "size": size,
         "filename": filename,
-        "bytes": len(text),
+        "format": fmt,
+        "bytes": len(exported.data),
     }
+    if level is not None:
+        result["level"] = level
+    if own is not None and size != own:
+        result["source_size"] = own
+    if size != requested and level is None:
+        result["requested_size"] = requested
+    if note:
+        result["note"] = note
+    return result
 
 
 # ---- import / fork (called by the API in a thread) ------------------------------------------
@@ -543,14 +594,26 @@ class StoredObjects:
 def store_imported_cube(
     storage: Storage, style_id: uuid.UUID, data: bytes, filename: str, name: str
 ) -> StoredObjects:
-    """Parse a ``.cube`` (raises CubeParseError) and store model, LUT and chart preview (v1)."""
-    from app.ml.cube_export import dumps_cube, read_cube_text
+    """Parse an uploaded ``.cube``, HaldCLUT PNG or ``.3dl`` (raises CubeParseError,
+    LUTFormatError or UnicodeDecodeError) and store model, LUT and chart preview (v1).
+
+    A table of more than :data:`MAX_IMPORT_POINTS` points per axis (a HaldCLUT above level 8)
+    is resampled to that size, and the style's info says so (``resampled_from``)."""
+    from app.ml.cube_export import dumps_cube
     from app.ml.learn import save_style_bytes
     from app.ml.lut import LUTStyle
+    from app.ml.lut_formats import detect_format, read_lut_bytes
 
-    # the upload's content, always parsed as text: never a file name (see read_cube_text)
-    lut = read_cube_text(data.decode("utf-8-sig"))
-    model = LUTStyle(lut, kind="imported", info={"filename": filename, "title": lut.title or ""})
+    # the upload's content, always parsed as content: never a file name (see read_lut_bytes)
+    kind = detect_format(data, filename)
+    if kind != "haldclut":
+        data.decode("utf-8-sig")  # text formats: a UnicodeDecodeError says "not text"
+    lut = read_lut_bytes(data, filename)
+    info: dict[str, Any] = {"filename": filename, "title": lut.title or "", "format": kind}
+    if lut.size > MAX_IMPORT_POINTS:
+        info["resampled_from"] = lut.size
+        lut = lut.resample(MAX_IMPORT_POINTS)
+    model = LUTStyle(lut, kind="imported", info=info)
     chart = imaging.color_chart()
     preview = imaging.side_by_side(chart, model.apply(chart, 1.0))
     meta = {"style_id": str(style_id), "model_version": 1, "name": name, "source": filename}

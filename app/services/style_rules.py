@@ -34,6 +34,25 @@ def slugify(name: str) -> str:
     return slug[:60].strip("-") or "style"
 
 
+#: Export formats and the extension of their files (the writers are in app.ml.lut_formats).
+EXPORT_FORMATS = {"cube": "cube", "haldclut": "png", "3dl": "3dl", "spi3d": "spi3d", "csp": "csp"}
+HALD_LEVELS = (8, 12, 16)
+DEFAULT_HALD_LEVEL = 8
+
+
+def export_filename(style_name: str, fmt: str, size: int, level: int | None = None) -> str:
+    """The download name of an export: ``{slug}_{size}.{ext}``, ``{slug}_hald{level}.png``.
+
+    >>> export_filename("Teal & Orange", "3dl", 17)
+    'teal-orange_17.3dl'
+    >>> export_filename("Teal & Orange", "haldclut", 33, 12)
+    'teal-orange_hald12.png'
+    """
+    if fmt == "haldclut":
+        return f"{slugify(style_name)}_hald{level}.png"
+    return f"{slugify(style_name)}_{size}.{EXPORT_FORMATS[fmt]}"
+
+
 def learn_stop_reason(error: str | None, *, cancelled: bool) -> str:
     """The ``error`` a settled style shows: the job's error, else why the learn stopped."""
     if error:

@@ -52,10 +52,13 @@ from app.schemas.auth import UserPublic
 from app.schemas.style import MAX_TAG_LENGTH, MAX_TAGS, StyleOut
 from app.services import job_service
 from app.services.style_rules import (
+    DEFAULT_HALD_LEVEL,
+    EXPORT_FORMATS,
+    HALD_LEVELS,
+    export_filename,
     learn_stop_reason,
     rating_average,
     settle_learn_update,
-    slugify,
 )
 
 if TYPE_CHECKING:
@@ -510,19 +513,35 @@ async def submit_apply(
 
 
 async def submit_export(
-    session: AsyncSession, style_id: uuid.UUID, user: User, *, size: int, fmt: str = "cube"
+    session: AsyncSession,
+    style_id: uuid.UUID,
+    user: User,
+    *,
+    size: int,
+    fmt: str = "cube",
+    level: int | None = None,
 ) -> Job:
-    """Queue a ``.cube`` export of a visible style that has a model."""
+    """Queue an export (``.cube``, HaldCLUT, ``.3dl``, ``.spi3d``, ``.csp``) of a visible style
+    that has a model."""
     style = await get_visible_style(session, style_id, user)
     _require_model(style)
-    if size not in EXPORT_SIZES:
+    if fmt not in EXPORT_FORMATS:
+        formats = sorted(EXPORT_FORMATS)
+        raise bad_item(f"format must be one of {formats}", "invalid_format", "format")
+    if fmt == "haldclut":
+        level = level or DEFAULT_HALD_LEVEL
+        if level not in HALD_LEVELS:
+            raise bad_item(f"level must be one of {HALD_LEVELS}", "invalid_level", "level")
+    elif size not in EXPORT_SIZES:
         raise bad_item(f"size must be one of {EXPORT_SIZES}", "invalid_size", "size")
-    params = {
+    params: dict[str, Any] = {
         "style_id": str(style.id),
         "size": size,
         "format": fmt,
-        "filename": f"{slugify(style.name)}_{size}.{fmt}",
+        "filename": export_filename(style.name, fmt, size, level),
     }
+    if fmt == "haldclut":
+        params["level"] = level
     job = job_service.create_job(
         session, user.id, JobType.export_cube, params=params, style_id=style.id
     )

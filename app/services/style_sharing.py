@@ -56,17 +56,19 @@ async def import_style(
     tags: Sequence[str] | None = None,
     visibility: Visibility = Visibility.private,
 ) -> Style:
-    """A ``ready`` style (model ``imported``) from a ``.cube`` file.
+    """A ``ready`` style (model ``imported``) from a ``.cube``, HaldCLUT PNG or ``.3dl`` file.
 
-    The file is parsed in a thread (422 ``invalid_cube`` quoting the parser's line-numbered
-    message); the model, the LUT and a preview (a built-in color chart rendered with the LUT)
-    are stored before the row is flushed, and removed again if anything after that fails.
+    The file is parsed in a thread (422 ``invalid_cube`` / ``invalid_lut`` quoting the parser's
+    line-numbered message); the model, the LUT and a preview (a built-in color chart rendered
+    with the LUT) are stored before the row is flushed, and removed again if anything after
+    that fails.
     """
     from app.ml.cube_export import CubeParseError  # app.ml loads on first use
+    from app.ml.lut_formats import LUTFormatError
 
     if len(data) > settings.max_cube_bytes:
         raise PayloadTooLarge(
-            f"The .cube file is larger than {settings.max_cube_bytes} bytes",
+            f"The LUT file is larger than {settings.max_cube_bytes} bytes",
             code="cube_too_large",
             details={"field": "file", "limit": settings.max_cube_bytes},
         )
@@ -85,6 +87,13 @@ async def import_style(
             f"Invalid .cube file: {exc}",
             code="invalid_cube",
             details={"field": "file", "line": exc.line},
+        ) from exc
+    except LUTFormatError as exc:
+        what = "HaldCLUT PNG" if exc.kind == "haldclut" else f".{exc.kind} file"
+        raise InvalidInput(
+            f"Invalid {what}: {exc}",
+            code="invalid_lut",
+            details={"field": "file", "format": exc.kind, "line": exc.line},
         ) from exc
     except UnicodeDecodeError as exc:
         raise bad_item(

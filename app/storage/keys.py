@@ -114,8 +114,9 @@ def style_key(style_id: uuid.UUID | str, name: str) -> str:
     return validate_key(f"styles/{_id(style_id)}/{name}")
 
 
-def cube_key(style_id: uuid.UUID | str, export_job_id: uuid.UUID | str) -> str:
-    return f"cubes/{_id(style_id)}/{_id(export_job_id)}.cube"
+def cube_key(style_id: uuid.UUID | str, export_job_id: uuid.UUID | str, ext: str = "cube") -> str:
+    """``cubes/{style}/{job}.{ext}``: an exported LUT file (``.cube``, ``.png``, ``.3dl``, ...)."""
+    return f"cubes/{_id(style_id)}/{_id(export_job_id)}.{_ext(ext)}"
 
 
 _EXTRA_TYPES = {
@@ -123,6 +124,9 @@ _EXTRA_TYPES = {
     ".heic": "image/heic",
     ".heif": "image/heif",
     ".cube": "text/plain",
+    ".3dl": "text/plain",
+    ".spi3d": "text/plain",
+    ".csp": "text/plain",
     ".pt": "application/octet-stream",
 }
 

@@ -310,7 +310,13 @@ async def test_apply_and_export_validation(client, user, other_user) -> None:
         "image_not_found",
     )
     assert err["details"]["field"] == "image_ids[1]"
-    for body in ({"size": 32}, {"format": "3dl"}):
+    for body in (
+        {"size": 32},
+        {"format": "icc"},
+        {"format": "cube", "level": 8},
+        {"format": "haldclut", "size": 33},
+        {"format": "haldclut", "level": 10},
+    ):
         r = await client.post(f"/api/v1/styles/{sid}/export", json=body, headers=user.headers)
         _error(r, 422, "validation_error")
 

@@ -213,19 +213,28 @@ async def test_export_cube_parses_and_reproduces_apply(learned: Learned, size: i
     assert r.status_code == 202, r.text
     done = await run_job_ok(client, owner, r.json(), None)
     result = done["result"]
-    assert result["size"] == size
-    assert result["filename"] == f"classic-film-learned_{size}.cube"
+    # a dlut style is a 33^3 table: a 65^3 file would only resample it (issue 12)
+    written = min(size, 33)
+    assert result["size"] == written
+    assert result["format"] == "cube"
+    if size > written:
+        assert result["requested_size"] == size
+        assert "33^3" in result["note"]
+    else:
+        assert "requested_size" not in result
+    assert result["filename"] == f"classic-film-learned_{written}.cube"
     resp = await fetch_url(client, result["download_url"])
     assert result["filename"] in resp.headers.get("content-disposition", "")
     text = resp.content.decode()
     title, parsed_size, table = parse_cube_independently(text)
-    assert parsed_size == size
+    assert parsed_size == written
     assert title
     assert "Classic Film (learned)" in title
-    assert str(size) in title
+    assert str(written) in title
+    assert "# Input encoding: sRGB display-referred, full range" in text.splitlines()
     from app.ml.cube_export import read_cube_text
 
-    assert read_cube_text(text).size == size
+    assert read_cube_text(text).size == written
     if size == 65:
         applied = await _apply(learned, owner, learned.unseen_image["id"], format="png")
         own = decode((await fetch_url(client, applied["result_url"])).content)
@@ -291,16 +300,18 @@ async def test_export_of_an_imported_lut_round_trips(
     client, user, live_worker, name: str, size: int
 ) -> None:
     require_shared()
-    source = shared_lut(name)  # 33^3: 33 and 65 lattices line up with it exactly
+    source = shared_lut(name)  # 33^3: a 65^3 export is written at 33^3, the table's own size
     r = await import_cube(client, user, source_path(name), name="Golden Years & Co")
     sid = r.json()["id"]
     r = await client.post(f"/api/v1/styles/{sid}/export", json={"size": size}, headers=user.headers)
     assert r.status_code == 202, r.text
     done = await run_job_ok(client, user, r.json(), live_worker)
-    assert done["result"]["filename"] == f"golden-years-co_{size}.cube"
+    assert done["result"]["filename"] == "golden-years-co_33.cube"
+    assert done["result"]["size"] == 33
+    assert done["result"].get("requested_size") == (size if size != 33 else None)
     text = (await fetch_url(client, done["result"]["download_url"])).content.decode()
     _title, parsed, table = parse_cube_independently(text)
-    assert parsed == size
+    assert parsed == 33
     base = photo("coffee.png", 160)
     diff = np.abs(trilinear_reference(table, base).astype(int) - source.apply(base).astype(int))
     assert diff.max() <= 1

@@ -1,0 +1,114 @@
+"""Exported LUT files opened by the tools users load them into reproduce the service's own apply.
+
+For an imported commercial LUT and a learned style, every export format goes through its real
+consumer on a real photo: ffmpeg ``lut3d`` (``.cube``, ``.3dl``) and ``haldclut`` (HaldCLUT
+PNG), each with trilinear and tetrahedral interpolation, and OpenColorIO's ``FileTransform``
+(CPU processor, INTERP_LINEAR and INTERP_TETRAHEDRAL) for ``.cube`` / ``.3dl`` / ``.spi3d`` /
+``.csp``. ffmpeg is given the photo as an exact 16-bit PNG (see
+:func:`tests.helpers.write_png16`). Goal: >= 45 dB PSNR against ``model.apply`` (the service's
+trilinear apply, uint8) for every format and both interpolations. The files are written as
+the export job writes them (:func:`app.ml.lut_formats.export_lut` of ``model.bake(size)``); the
+API-level test in ``tests/test_api/test_lut_exports.py`` goes through the real job. Run with
+``-s`` to see the measured PSNRs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.ml import learn_style
+from app.ml.lut import LUTStyle
+from app.ml.lut_formats import export_lut, hald_points
+from tests.helpers import (
+    INTERPOLATIONS,
+    ffmpeg_haldclut,
+    ffmpeg_lut3d,
+    ocio_file_transform,
+    photo,
+    psnr_vs,
+    shared_lut,
+    write_png16,
+)
+
+GOAL_DB = 45.0
+PHOTO = "tahoe-gps.jpg"  # neither style saw it
+IMPORTED = "classic_film.cube"
+LEARNED_FROM = "teal_and_orange_cinema.cube"
+
+# (format, size or level, consumer)
+CASES = [
+    ("cube", 33, "ffmpeg"),
+    ("cube", 17, "ffmpeg"),
+    ("3dl", 17, "ffmpeg"),  # ffmpeg's .3dl reader takes 17^3 tables only
+    ("haldclut", 8, "ffmpeg"),
+    ("haldclut", 12, "ffmpeg"),
+    ("cube", 33, "ocio"),
+    ("3dl", 17, "ocio"),
+    ("3dl", 33, "ocio"),
+    ("spi3d", 33, "ocio"),
+    ("csp", 33, "ocio"),
+]
+
+
+@pytest.fixture(scope="module")
+def styles() -> dict[str, Any]:
+    """An imported 33^3 commercial LUT and a dlut style learned from one pair of another look."""
+    imported = LUTStyle(shared_lut(IMPORTED), kind="imported")
+    look = shared_lut(LEARNED_FROM)
+    before = photo("coffee.png", 320)
+    learned = learn_style("dlut", [(before, look.apply(before))], time_budget_s=20).model
+    return {"imported": imported, "learned": learned}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
+    image = photo(PHOTO, 768)
+    return image, write_png16(image, tmp_path_factory.mktemp("scene") / "photo.png")
+
+
+def _consumer(fmt: str, consumer: str) -> Callable[..., np.ndarray]:
+    if consumer == "ocio":
+        return lambda image, path, lut_file, interp: ocio_file_transform(lut_file, interp, image)
+    if fmt == "haldclut":
+        return lambda image, path, lut_file, interp: ffmpeg_haldclut(
+            path, lut_file, interp, image.shape
+        )
+    return lambda image, path, lut_file, interp: ffmpeg_lut3d(path, lut_file, interp, image.shape)
+
+
+@pytest.mark.parametrize("style_name", ["imported", "learned"])
+@pytest.mark.parametrize(("fmt", "size", "consumer"), CASES, ids=lambda v: str(v))
+def test_consumer_reproduces_the_service_apply(
+    styles: dict[str, Any],
+    scene: tuple[np.ndarray, Path],
+    tmp_path: Path,
+    style_name: str,
+    fmt: str,
+    size: int,
+    consumer: str,
+) -> None:
+    image, photo_png = scene
+    model = styles[style_name]
+    service = model.apply(image)
+    points = hald_points(size) if fmt == "haldclut" else size
+    exported = export_lut(model.bake(points), fmt, title=f"{style_name} look")
+    assert exported.size == points
+    # next to the photo: ffmpeg runs in that folder (no path escaping in its filter graph)
+    lut_file = photo_png.parent / f"{style_name}_{fmt}_{size}_{consumer}.{exported.ext}"
+    lut_file.write_bytes(exported.data)
+    apply = _consumer(fmt, consumer)
+    measured = {}
+    for interp in INTERPOLATIONS:
+        got = apply(image, photo_png, lut_file, interp)
+        assert got.shape == image.shape
+        measured[interp] = psnr_vs(service, got)
+        print(
+            f"PSNR {style_name:8s} {fmt:8s} {size:>2} {consumer:6s} {interp:11s} "
+            f"{measured[interp]:6.2f} dB"
+        )
+    assert all(v >= GOAL_DB for v in measured.values()), measured
