@@ -96,14 +96,18 @@ def _fail(message: str) -> int:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from app.ml.cube_export import write_cube
-    from app.ml.imaging import load_image
+    from app.ml.imaging import load_image, to_working
     from app.ml.learn import LearnInputError, learn_style
+
+    def working(path: Path) -> Any:  # upright, 8 or 16 bits, in the working space (sRGB)
+        pixels, info = load_image(path, keep_16bit=True)
+        return to_working(pixels, info.icc_profile)
 
     if not args.pair and not args.reference:
         return _fail("give at least one --pair BEFORE AFTER or --reference IMG")
     try:
-        pairs = [(load_image(b)[0], load_image(a)[0]) for b, a in args.pair]
-        references = [load_image(r)[0] for r in args.reference]
+        pairs = [(working(b), working(a)) for b, a in args.pair]
+        references = [working(r) for r in args.reference]
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     start = time.perf_counter()

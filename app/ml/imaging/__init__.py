@@ -31,6 +31,7 @@ from app.ml.imaging.color import (
 from app.ml.imaging.compose import (
     PREVIEW_QUALITY,
     PREVIEW_WIDTH,
+    as_uint8,
     box,
     capped,
     color_chart,
@@ -101,6 +102,7 @@ __all__ = [
     "OutputProfile",
     "Thumbnail",
     "apply_to_image_bytes",
+    "as_uint8",
     "box",
     "capped",
     "color_chart",
