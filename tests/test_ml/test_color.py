@@ -127,7 +127,8 @@ def test_16bit_in_16bit_out(fmt: str, profile: str) -> None:
     out = apply_to_image_bytes(style, data)
     assert (out.format, out.bits) == (fmt, 16)
     got, info = load_image(out.data, keep_16bit=True)
-    assert got.dtype == np.uint16 and info.bits == 16
+    assert got.dtype == np.uint16
+    assert info.bits == 16
     assert info.icc_profile == icc
 
     # float reference: the same conversions (LittleCMS, 16-bit) around a float32 apply
@@ -142,7 +143,8 @@ def test_16bit_in_16bit_out(fmt: str, profile: str) -> None:
         assert err <= 2  # no conversion: the uint16 LUT path itself
     # a lossy format from a 16-bit source is written in 8 bits
     jpeg = apply_to_image_bytes(style, data, format="jpeg")
-    assert jpeg.bits == 8 and load_image(jpeg.data)[0].dtype == np.uint8
+    assert jpeg.bits == 8
+    assert load_image(jpeg.data)[0].dtype == np.uint8
 
 
 def test_16bit_gray_and_alpha_decode() -> None:
@@ -150,25 +152,31 @@ def test_16bit_gray_and_alpha_decode() -> None:
     buf = io.BytesIO()
     Image.fromarray(gray).save(buf, "PNG")
     px, info = load_image(buf.getvalue(), keep_16bit=True)
-    assert px.dtype == np.uint16 and px.shape == (30, 40, 3)
-    assert np.array_equal(px[:, :, 0], gray) and np.array_equal(px[:, :, 2], gray)
+    assert px.dtype == np.uint16
+    assert px.shape == (30, 40, 3)
+    assert np.array_equal(px[:, :, 0], gray)
+    assert np.array_equal(px[:, :, 2], gray)
     rgba = np.dstack([_photo16(6, 20, 24), np.full((20, 24), 40000, np.uint16)])
     src = rgba[:, :, :3]
     data = encode_image(src, "png", alpha=rgba[:, :, 3])
     px, info = load_image(data, keep_16bit=True)
-    assert info.alpha is not None and int(info.alpha[0, 0]) == 40000
+    assert info.alpha is not None
+    assert int(info.alpha[0, 0]) == 40000
     out = apply_to_image_bytes(_style(), data)
     _, info2 = load_image(out.data, keep_16bit=True)
-    assert info2.alpha is not None and int(info2.alpha[3, 3]) == 40000
+    assert info2.alpha is not None
+    assert int(info2.alpha[3, 3]) == 40000
     # 8-bit files keep the uint8 path
     px8, info8 = load_image(encode_image(make_photo(2, 10, 12), "png"), keep_16bit=True)
-    assert px8.dtype == np.uint8 and info8.bits == 8
+    assert px8.dtype == np.uint8
+    assert info8.bits == 8
 
 
 def test_box_resizes_16bit() -> None:
     src = _photo16(7, 40, 60)
     small = box(src, (20, 30))
-    assert small.dtype == np.uint16 and small.shape == (20, 30, 3)
+    assert small.dtype == np.uint16
+    assert small.shape == (20, 30, 3)
     expect = src.reshape(20, 2, 30, 2, 3).astype(np.float64).mean(axis=(1, 3))
     assert np.abs(small - expect).max() <= 1
     assert as_uint8(small).dtype == np.uint8
@@ -194,7 +202,8 @@ def test_tiff_and_heic_inputs_come_back_in_their_format(tmp_path: Path) -> None:
     out = apply_to_image_bytes(style, heic)
     assert out.format == "heic"
     with Image.open(io.BytesIO(out.data)) as im:
-        assert im.format == "HEIF" and im.size == (56, 40)
+        assert im.format == "HEIF"
+        assert im.size == (56, 40)
 
 
 def test_orientation_helpers_match_pillow() -> None:
@@ -212,4 +221,5 @@ def test_16bit_orientation_is_applied() -> None:
     out = apply_to_image_bytes(_style(), data)
     assert (out.width, out.height, out.orientation) == (30, 50, 1)
     got, info = load_image(out.data, keep_16bit=True, apply_orientation=False)
-    assert got.shape == (50, 30, 3) and info.orientation == 1
+    assert got.shape == (50, 30, 3)
+    assert info.orientation == 1

@@ -1,4 +1,4 @@
-"""Color management: every style works in one space, and every photo is converted into it.
+r"""Color management: every style works in one space, and every photo is converted into it.
 
 The working space is **sRGB (IEC 61966-2.1), display-referred, full range**: LittleCMS's own
 built-in sRGB profile (:data:`WORKING_ICC`). A style is learned on pixels in that space and
@@ -16,9 +16,10 @@ applied to pixels in that space, whatever profile the photo carries:
 
 Applying, :func:`grade`: for a style whose look does not depend on the image (a 3D LUT, a
 NILUT, a non-adaptive model) the three steps "to working space, grade, back" are one function of
-the source's RGB, so they are sampled once per apply into a :data:`FUSED_SIZE`\\ ^3 LUT (lattice
-points: the 8-bit codes 0, 5, ..., 255, exact in 8 and 16 bits; each point converted by
-LittleCMS; :data:`FUSED_SIZE_16`\ ^3 for 16-bit photos) and that LUT grades the photo in one pass of the usual LUT kernel, which
+the source's RGB, so they are sampled once per apply into a :data:`FUSED_SIZE`-point LUT per
+axis (lattice points: the 8-bit codes 0, 5, ..., 255, exact in 8 and 16 bits; each point
+converted by LittleCMS; :data:`FUSED_SIZE_16` points per axis for 16-bit photos) and that LUT
+grades the photo in one pass of the usual LUT kernel, which
 keeps the cost of color management to sampling 140 k points. An image-adaptive style first sees
 the whole photo converted to the working space (its classifier picks the LUT from the photo's
 working-space colors), then its LUT is fused the same way.
