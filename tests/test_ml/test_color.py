@@ -223,3 +223,24 @@ def test_16bit_orientation_is_applied() -> None:
     got, info = load_image(out.data, keep_16bit=True, apply_orientation=False)
     assert got.shape == (50, 30, 3)
     assert info.orientation == 1
+
+
+def test_cli_apply_output_profile(tmp_path: Path) -> None:
+    from app.ml.cli import main
+    from app.ml.imaging import describe_profile
+    from tests.helpers import source_path
+
+    pixels, icc = wide_gamut_versions(64)["Display P3 assigned"]
+    src = tmp_path / "p3.png"
+    src.write_bytes(encode_image(pixels, "png", icc_profile=icc))
+    reference = _style().apply(lcms_convert(pixels, icc, srgb_profile_bytes()))
+    for profile, expected in (("source", "Display P3"), ("srgb", describe_profile(WORKING_ICC))):
+        out = tmp_path / f"{profile}.png"
+        cube = str(source_path(LOOK))
+        assert (
+            main(["apply", "--style", cube, str(src), str(out), "--output-profile", profile]) == 0
+        )
+        got, info = load_image(out)
+        assert describe_profile(info.icc_profile) == expected
+        viewed = got if profile == "srgb" else lcms_convert(got, icc, srgb_profile_bytes())
+        assert delta_e2000(viewed, reference)["mean"] <= 0.5
