@@ -244,3 +244,19 @@ def test_cli_apply_output_profile(tmp_path: Path) -> None:
         assert describe_profile(info.icc_profile) == expected
         viewed = got if profile == "srgb" else lcms_convert(got, icc, srgb_profile_bytes())
         assert delta_e2000(viewed, reference)["mean"] <= 0.5
+
+
+def test_image_adaptive_style_sees_the_photo_in_the_working_space() -> None:
+    """An image-adaptive model (the published weights) picks its LUT from the photo converted
+    to sRGB: a Display P3 photo gets the look of the same photo converted to sRGB first."""
+    from app.ml.adaptive_3dlut import load_published
+
+    model = load_published()
+    pixels, icc = wide_gamut_versions(200)["Display P3 assigned"]
+    srgb = lcms_convert(pixels, icc, srgb_profile_bytes())
+    reference = model.apply(srgb)
+    graded, out_icc = grade(model, pixels, icc)
+    assert out_icc == icc
+    de = delta_e2000(lcms_convert(graded, icc, srgb_profile_bytes()), reference)
+    print(f"adaptive, Display P3: mean ΔE00 {de['mean']:.3f}")
+    assert de["mean"] <= 0.5, de
