@@ -15,8 +15,10 @@ Color management (:mod:`app.ml.imaging.color`): the photo's pixels re-encoded on
 tagged Display P3 (its own profile), tagged sRGB and untagged, then the whole apply step on each:
 "plain" is the apply without color management (decode upright, LUT on the raw values, encode:
 what the service did before), "color-managed" is :func:`~app.ml.imaging.apply_to_image_bytes`
-(fast path for sRGB / untagged; a fused LUT sampled through LittleCMS for Display P3), and, for
-comparison, "per-pixel LittleCMS" converts every pixel to sRGB and back with Pillow's ImageCms.
+(fast path for sRGB / untagged; a fused LUT sampled through LittleCMS for Display P3: "first"
+clears the cache of fused LUTs before each run, "repeated" is the next photo of the same phone
+with the same style), and, for comparison, "per-pixel LittleCMS" converts every pixel to sRGB
+and back with Pillow's ImageCms.
 Goal: color-managed Display P3 within 15 % of plain.
 """
 
@@ -203,8 +205,13 @@ def color_management(data: bytes, style: Any) -> None:
 
         return run
 
-    def managed(blob: bytes) -> Callable[[], Any]:
-        return lambda: apply_to_image_bytes(style, blob, quality=92)
+    def managed(blob: bytes, *, first: bool) -> Callable[[], Any]:
+        def run() -> None:
+            if first:  # the first apply of this style to a photo with this profile
+                color.FUSED_CACHE.clear()
+            apply_to_image_bytes(style, blob, quality=92)
+
+        return run
 
     def per_pixel(blob: bytes) -> Callable[[], Any]:
         def run() -> None:
@@ -218,7 +225,8 @@ def color_management(data: bytes, style: Any) -> None:
     methods: dict[str, Callable[[], Any]] = {}
     for tag, blob in files.items():
         methods[f"{tag}: plain (no color management)"] = plain(blob)
-        methods[f"{tag}: color-managed"] = managed(blob)
+        methods[f"{tag}: color-managed"] = managed(blob, first=True)
+    methods["Display P3: color-managed, repeated"] = managed(files["Display P3"], first=False)
     methods["Display P3: per-pixel LittleCMS"] = per_pixel(files["Display P3"])
     times = _interleaved(methods, 5)
     sample = {"fused": lambda: color.fused_lut(lambda x: style.apply(x), p3, p3, bits=8)}
@@ -232,7 +240,7 @@ def color_management(data: bytes, style: Any) -> None:
         print(f"{name:<46} {ms:>10.1f} {(ms / base - 1) * 100:>+8.1f}%")
     print(f"{'  of which: fused LUT sampling (52^3, LittleCMS)':<46} {build:>10.1f}")
     over = times["Display P3: color-managed"] / times["Display P3: plain (no color management)"]
-    print(f"{'Display P3 overhead (goal <= 15 %)':<46} {(over - 1) * 100:>+9.1f}%")
+    print(f"{'Display P3 overhead, first apply (goal <= 15 %)':<46} {(over - 1) * 100:>+9.1f}%")
     with Image.open(io.BytesIO(apply_to_image_bytes(style, files["Display P3"]).data)) as im:
         kept = describe_profile(im.info.get("icc_profile"))
     print(f"Display P3 output profile: {kept}")

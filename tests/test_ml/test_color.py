@@ -260,3 +260,21 @@ def test_image_adaptive_style_sees_the_photo_in_the_working_space() -> None:
     de = delta_e2000(lcms_convert(graded, icc, srgb_profile_bytes()), reference)
     print(f"adaptive, Display P3: mean ΔE00 {de['mean']:.3f}")
     assert de["mean"] <= 0.5, de
+
+
+def test_fused_luts_are_cached_per_style_strength_and_profile() -> None:
+    from app.ml.imaging.color import FUSED_CACHE
+
+    FUSED_CACHE.clear()
+    style = _style()
+    pixels, icc = wide_gamut_versions(64)["Display P3 assigned"]
+    hits, misses = FUSED_CACHE.hits, FUSED_CACHE.misses
+    first, _ = grade(style, pixels, icc)
+    again, _ = grade(style, pixels, icc)
+    assert np.array_equal(first, again)
+    assert (FUSED_CACHE.hits - hits, FUSED_CACHE.misses - misses) == (1, 1)
+    half, _ = grade(style, pixels, icc, strength=0.5)  # another strength: sampled anew
+    other, _ = grade(_style(), pixels, icc)  # another model object: sampled anew
+    assert FUSED_CACHE.misses - misses == 3
+    assert not np.array_equal(half, first)
+    assert np.array_equal(other, first)

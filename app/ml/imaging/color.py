@@ -20,7 +20,8 @@ the source's RGB, so they are sampled once per apply into a :data:`FUSED_SIZE`-p
 axis (lattice points: the 8-bit codes 0, 5, ..., 255, exact in 8 and 16 bits; each point
 converted by LittleCMS; :data:`FUSED_SIZE_16` points per axis for 16-bit photos) and that LUT
 grades the photo in one pass of the usual LUT kernel, which
-keeps the cost of color management to sampling 140 k points. An image-adaptive style first sees
+keeps the cost of color management to sampling 140 k points (once per style, strength and
+profile: :data:`FUSED_CACHE` keeps the last few). An image-adaptive style first sees
 the whole photo converted to the working space (its classifier picks the LUT from the photo's
 working-space colors), then its LUT is fused the same way.
 """
@@ -29,9 +30,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image, ImageCms
@@ -212,12 +216,63 @@ def grade(
         def grade_working(x: np.ndarray) -> np.ndarray:
             return np.asarray(look.apply(x, strength))
 
-    else:
+        return _fused_for(grade_working, pixels, src, out).apply(pixels), out_icc
 
-        def grade_working(x: np.ndarray) -> np.ndarray:
-            return np.asarray(model.apply(x, strength))
+    def grade_model(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model.apply(x, strength))
 
-    if pixels.dtype == np.uint8:
-        return fused_lut(grade_working, src, out, bits=8).apply(pixels), out_icc
-    lut = fused_lut(grade_working, src, out, FUSED_SIZE_16, bits=16)
+    key = (float(strength), src, out, pixels.dtype.str)
+    lut = FUSED_CACHE.get(model, key, lambda: _fused_for(grade_model, pixels, src, out))
     return lut.apply(pixels), out_icc
+
+
+def _fused_for(
+    grade_working: Callable[[np.ndarray], np.ndarray],
+    pixels: np.ndarray,
+    src: bytes | None,
+    out: bytes | None,
+) -> LUT3D:
+    if pixels.dtype == np.uint8:
+        return fused_lut(grade_working, src, out, bits=8)
+    return fused_lut(grade_working, src, out, FUSED_SIZE_16, bits=16)
+
+
+class FusedCache:
+    """The fused LUTs of the last few (style model, strength, source profile, output profile,
+    pixel type): a batch of photos from one phone, graded with one style, samples the LUT once.
+    Entries hold the model weakly (a model evicted from the worker's cache is not kept alive,
+    and a new model at a recycled ``id`` never hits an old entry)."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[Any, ...], tuple[weakref.ref[Any], LUT3D]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, model: object, key: tuple[Any, ...], build: Callable[[], LUT3D]) -> LUT3D:
+        full = (id(model), *key)
+        with self._lock:
+            item = self._items.get(full)
+            if item is not None and item[0]() is model:
+                self._items.move_to_end(full)
+                self.hits += 1
+                return item[1]
+        lut = build()
+        try:
+            ref = weakref.ref(model)
+        except TypeError:  # a model that cannot be referenced weakly is not cached
+            return lut
+        with self._lock:
+            self.misses += 1
+            self._items[full] = (ref, lut)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return lut
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+FUSED_CACHE = FusedCache()
