@@ -1,4 +1,5 @@
-"""LUT application speed: the numba applier vs OpenColorIO vs Pillow, and the whole apply step.
+"""LUT application speed: the numba applier vs OpenColorIO vs Pillow, the whole apply step, and
+the cost of color management.
 
 Image: ``photos/ultrahdr_sky.jpg`` (4080x3072, 12.5 MP) decoded to uint8; LUT:
 ``luts/classic_film.cube`` (33^3). Each timing is the median of 7 in-process runs after a warm-up;
@@ -9,6 +10,16 @@ here, on a 512x512 crop. OpenColorIO gets the same LUT through a ``Lut3DTransfor
 interpolation) and an optimized uint8 CPU processor, applied in place on a packed copy split in
 two halves on two threads (the copy is made outside the timed region). Pillow uses
 ``ImageFilter.Color3DLUT`` (its own 8-bit code, one thread).
+
+Color management (:mod:`app.ml.imaging.color`): the photo's pixels re-encoded once as JPEG q92
+tagged Display P3 (its own profile), tagged sRGB and untagged, then the whole apply step on each:
+"plain" is the apply without color management (decode upright, LUT on the raw values, encode:
+what the service did before), "color-managed" is :func:`~app.ml.imaging.apply_to_image_bytes`
+(fast path for sRGB / untagged; a fused LUT sampled through LittleCMS for Display P3: "first"
+clears the cache of fused LUTs before each run, "repeated" is the next photo of the same phone
+with the same style), and, for comparison, "per-pixel LittleCMS" converts every pixel to sRGB
+and back with Pillow's ImageCms.
+Goal: color-managed Display P3 within 15 % of plain.
 """
 
 from __future__ import annotations
@@ -159,3 +170,77 @@ def run() -> None:
     out = apply_to_image_bytes(style, data, quality=92)
     with Image.open(io.BytesIO(out.data)) as im:
         print(f"output {im.size[0]}x{im.size[1]}, ICC kept: {bool(im.info.get('icc_profile'))}")
+    color_management(data, style)
+
+
+def color_management(data: bytes, style: Any) -> None:
+    """The cost of color management on the 12.5 MP photo (see the module docstring)."""
+    from PIL import Image, ImageCms
+
+    from app.ml.imaging import (
+        apply_to_image_bytes,
+        color,
+        describe_profile,
+        encode_image,
+        load_image,
+    )
+
+    pixels, info = load_image(data)
+    p3 = info.icc_profile
+    if not p3 or color.is_working_space(p3):
+        print("skipped color management: the photo is not tagged with a wide-gamut profile")
+        return
+    srgb_icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    files = {
+        "Display P3": encode_image(pixels, "jpeg", 92, p3, info.exif),
+        "sRGB": encode_image(pixels, "jpeg", 92, srgb_icc, info.exif),
+        "untagged": encode_image(pixels, "jpeg", 92, None, info.exif),
+    }
+    del pixels
+
+    def plain(blob: bytes) -> Callable[[], Any]:
+        def run() -> None:
+            px, inf = load_image(blob)
+            encode_image(style.apply(px), "jpeg", 92, inf.icc_profile, inf.exif)
+
+        return run
+
+    def managed(blob: bytes, *, first: bool) -> Callable[[], Any]:
+        def run() -> None:
+            if first:  # the first apply of this style to a photo with this profile
+                color.FUSED_CACHE.clear()
+            apply_to_image_bytes(style, blob, quality=92)
+
+        return run
+
+    def per_pixel(blob: bytes) -> Callable[[], Any]:
+        def run() -> None:
+            px, inf = load_image(blob)
+            work = color.convert(px, inf.icc_profile, None)
+            out = color.convert(style.apply(work), None, inf.icc_profile)
+            encode_image(out, "jpeg", 92, inf.icc_profile, inf.exif)
+
+        return run
+
+    methods: dict[str, Callable[[], Any]] = {}
+    for tag, blob in files.items():
+        methods[f"{tag}: plain (no color management)"] = plain(blob)
+        methods[f"{tag}: color-managed"] = managed(blob, first=True)
+    methods["Display P3: color-managed, repeated"] = managed(files["Display P3"], first=False)
+    methods["Display P3: per-pixel LittleCMS"] = per_pixel(files["Display P3"])
+    times = _interleaved(methods, 5)
+    sample = {"fused": lambda: color.fused_lut(lambda x: style.apply(x), p3, p3, bits=8)}
+    build = _interleaved(sample, RUNS)["fused"]
+
+    print("\ncolor management, whole apply step (JPEG q92, 12.5 MP; medians of 5, interleaved)")
+    print(f"{'source / method':<46} {'median ms':>10} {'vs plain':>9}")
+    for name, ms in times.items():
+        tag = name.split(":")[0]
+        base = times[f"{tag}: plain (no color management)"]
+        print(f"{name:<46} {ms:>10.1f} {(ms / base - 1) * 100:>+8.1f}%")
+    print(f"{'  of which: fused LUT sampling (52^3, LittleCMS)':<46} {build:>10.1f}")
+    over = times["Display P3: color-managed"] / times["Display P3: plain (no color management)"]
+    print(f"{'Display P3 overhead, first apply (goal <= 15 %)':<46} {(over - 1) * 100:>+9.1f}%")
+    with Image.open(io.BytesIO(apply_to_image_bytes(style, files["Display P3"]).data)) as im:
+        kept = describe_profile(im.info.get("icc_profile"))
+    print(f"Display P3 output profile: {kept}")

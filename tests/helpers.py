@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from app.ml.base import TrainingPair
 from tests.conftest import Account, wait_for_job
@@ -431,3 +431,60 @@ def psnr_vs(service: np.ndarray, consumer: np.ndarray) -> float:
     ref = service.astype(np.float64) / 255.0
     mse = float(np.mean((np.clip(consumer, 0.0, 1.0) - ref) ** 2))
     return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
+# ---- color management -----------------------------------------------------------------------
+TEST_DATA = Path(__file__).resolve().parent / "data"
+
+
+@cache
+def wide_gamut_profiles() -> dict[str, bytes]:
+    """Display P3 (the profile embedded in the shared ``ultrahdr_sky.jpg``, a phone photo) and
+    Adobe RGB (``tests/data/compatibleWithAdobeRGB1998.icc``, see its README)."""
+    require_shared(PHOTOS / "ultrahdr_sky.jpg")
+    with Image.open(PHOTOS / "ultrahdr_sky.jpg") as im:
+        p3 = im.info["icc_profile"]
+    return {
+        "Display P3": p3,
+        "Adobe RGB": (TEST_DATA / "compatibleWithAdobeRGB1998.icc").read_bytes(),
+    }
+
+
+def srgb_profile_bytes() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def lcms_convert(pixels: np.ndarray, src: bytes, dst: bytes) -> np.ndarray:
+    """uint8 RGB from profile ``src`` to ``dst`` with LittleCMS (Pillow), relative colorimetric:
+    how a color-managed viewer shows the pixels (independent of the service's code)."""
+    transform = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(src)),
+        ImageCms.ImageCmsProfile(io.BytesIO(dst)),
+        "RGB",
+        "RGB",
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+    )
+    out = ImageCms.applyTransform(Image.fromarray(np.ascontiguousarray(pixels), "RGB"), transform)
+    assert out is not None
+    return np.asarray(out)
+
+
+def saturated_photo(width: int = 320) -> np.ndarray:
+    """A shared sRGB photo with its saturation raised (uint8): strong colors show the gap
+    between styling raw wide-gamut values and styling in the working space best."""
+    base = photo("astronaut.png", width)
+    hsv = np.asarray(Image.fromarray(base).convert("HSV")).astype(np.float64)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.6, 0, 255)
+    return np.asarray(Image.fromarray(hsv.round().astype(np.uint8), "HSV").convert("RGB"))
+
+
+def wide_gamut_versions(width: int = 320) -> dict[str, tuple[np.ndarray, bytes]]:
+    """The saturated photo in each wide-gamut space, two ways: ``converted`` (the same colors,
+    converted from sRGB with LittleCMS) and ``assigned`` (the sRGB values tagged with the wide
+    profile: more saturated colors, partly outside sRGB). name -> (uint8 pixels, ICC bytes)."""
+    srgb = saturated_photo(width)
+    out: dict[str, tuple[np.ndarray, bytes]] = {}
+    for name, icc in wide_gamut_profiles().items():
+        out[f"{name} converted"] = (lcms_convert(srgb, srgb_profile_bytes(), icc), icc)
+        out[f"{name} assigned"] = (srgb, icc)
+    return out

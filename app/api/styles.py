@@ -265,7 +265,8 @@ async def apply_style(
 ) -> Any:
     """Apply the style to one of the caller's images at full resolution (``image_id`` -> a job),
     or to up to 100 (``image_ids`` -> ``{jobs: [...]}``, one job per distinct image, in the
-    order given). Result: ``{result_url, width, height, format}``.
+    order given). Result: ``{result_url, width, height, format, bits, color_profile}``; width
+    and height as displayed (the result's pixels are upright, EXIF orientation 1).
 
     Each job counts against the job-submission rate limit: a batch larger than what is left of
     the window is a 429 (``Retry-After``) and queues nothing."""
@@ -281,6 +282,7 @@ async def apply_style(
         strength=data.strength,
         fmt=data.format,
         quality=data.quality,
+        output_profile=data.output_profile,
     )
     if single:
         return JobOut.model_validate(jobs[0])

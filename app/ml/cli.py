@@ -11,9 +11,11 @@ project CLI, :mod:`app.cli`, calls it); each sets ``func`` to a handler ``(args)
   ``metadata.json``, ``lut.cube``). Prints progress, then the metrics: ``holdout`` (2+ pairs:
   the error on photos each fold did not see) first, then doing nothing on them, the training
   error and the strength kept. ``--option`` values are checked by :mod:`app.ml.options`.
-* ``apply --style STYLE IN OUT [--strength S] [--quality Q]``: STYLE is a ``.cube``, a style
-  directory or a directory of published adaptive-3D-LUT weights. Full resolution; the ICC profile
-  and EXIF (orientation included) are kept; OUT's extension picks the format.
+* ``apply --style STYLE IN OUT [--strength S] [--quality Q] [--output-profile source|srgb]``:
+  STYLE is a ``.cube``, a style directory or a directory of published adaptive-3D-LUT weights.
+  Full resolution, graded in the sRGB working space; the result is upright (orientation 1), in
+  the photo's color space with its ICC profile (``srgb``: converted), 16-bit for 16-bit PNG /
+  TIFF; OUT's extension picks the format.
 * ``export --style STYLE [--size 33] --out X.cube``.
 """
 
@@ -69,6 +71,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("output", type=Path, metavar="OUT")
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--quality", type=int, default=92)
+    p.add_argument(
+        "--output-profile",
+        choices=("source", "srgb"),
+        default="source",
+        help="source: keep the photo's color space and ICC profile (default); srgb: convert",
+    )
     p.set_defaults(func=cmd_apply)
 
     p = subparsers.add_parser("export", help="export a style as a .cube 3D LUT")
@@ -96,14 +104,18 @@ def _fail(message: str) -> int:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     from app.ml.cube_export import write_cube
-    from app.ml.imaging import load_image
+    from app.ml.imaging import load_image, to_working
     from app.ml.learn import LearnInputError, learn_style
+
+    def working(path: Path) -> Any:  # upright, 8 or 16 bits, in the working space (sRGB)
+        pixels, info = load_image(path, keep_16bit=True)
+        return to_working(pixels, info.icc_profile)
 
     if not args.pair and not args.reference:
         return _fail("give at least one --pair BEFORE AFTER or --reference IMG")
     try:
-        pairs = [(load_image(b)[0], load_image(a)[0]) for b, a in args.pair]
-        references = [load_image(r)[0] for r in args.reference]
+        pairs = [(working(b), working(a)) for b, a in args.pair]
+        references = [working(r) for r in args.reference]
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     start = time.perf_counter()
@@ -155,7 +167,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
         data = args.input.read_bytes()
         suffix = args.output.suffix.lower().lstrip(".") or None
         encoded = apply_to_image_bytes(
-            style, data, strength=args.strength, format=suffix, quality=args.quality
+            style,
+            data,
+            strength=args.strength,
+            format=suffix,
+            quality=args.quality,
+            output_profile=args.output_profile,
         )
     except (OSError, ValueError) as exc:
         return _fail(str(exc))

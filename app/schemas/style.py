@@ -116,10 +116,19 @@ class ApplyRequest(BaseModel):
         "batch counts as that many job submissions against the rate limit",
     )
     strength: float = Field(1.0, ge=0.0, le=1.0)
-    format: Literal["jpeg", "png", "webp"] | None = Field(
-        None, description="default: the original's format when it is one of these, else jpeg"
+    format: Literal["jpeg", "png", "webp", "tiff"] | None = Field(
+        None,
+        description="default: the original's own format (HEIC included), else jpeg; a 16-bit "
+        "PNG or TIFF stays 16-bit as png or tiff",
     )
-    quality: int | None = Field(None, ge=1, le=100, description="jpeg/webp quality (default 92)")
+    quality: int | None = Field(
+        None, ge=1, le=100, description="jpeg/webp/heic quality (default 92)"
+    )
+    output_profile: Literal["source", "srgb"] = Field(
+        "source",
+        description="source: the result stays in the original's color space with its ICC "
+        "profile; srgb: converted to sRGB (the style's working space)",
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> ApplyRequest:

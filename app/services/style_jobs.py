@@ -31,7 +31,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from sqlalchemy import select, update
@@ -65,8 +65,14 @@ log = logging.getLogger("picfilter.styles")
 LEARN_SIDE = 1200
 MAX_LEARN_SIDE = 4096
 DEFAULT_QUALITY = 92
-FORMAT_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp"}
-FORMAT_CONTENT_TYPE = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
+FORMAT_EXT = {"jpeg": "jpg", "png": "png", "webp": "webp", "tiff": "tif", "heic": "heic"}
+FORMAT_CONTENT_TYPE = {
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "tiff": "image/tiff",
+    "heic": "image/heic",
+}
 STYLE_DELETED = "style deleted"
 # An imported table larger than this (a HaldCLUT above level 8) is resampled to it: the style's
 # ``lut.cube``, ``model.pt`` and browser preview stay the size of a 65^3 ``.cube``.
@@ -133,13 +139,21 @@ def delete_keys(storage: Storage, keys: list[str | None]) -> None:
 
 
 # ---- images ---------------------------------------------------------------------------------
-def load_upright(data: bytes, what: str) -> np.ndarray:
-    """An upright (EXIF orientation applied) uint8 RGB array for learning."""
+def load_upright(data: bytes, what: str) -> tuple[np.ndarray, bytes | None]:
+    """An upright (EXIF orientation applied) RGB array for learning (uint16 for 16-bit PNG /
+    TIFF, else uint8) and its ICC profile (see :func:`in_working_space`)."""
     try:
-        pixels, _info = imaging.load_image(data, apply_orientation=True)
+        pixels, info = imaging.load_image(data, apply_orientation=True, keep_16bit=True)
     except ValueError as exc:
         raise PermanentJobError(f"{what}: {exc}") from exc
-    return pixels
+    return pixels, info.icc_profile
+
+
+def in_working_space(pixels: np.ndarray, icc: bytes | None) -> np.ndarray:
+    """Learning pixels converted into the style's working space (sRGB; nothing to do for sRGB
+    and untagged images). Done after the resize to the learning size: cheaper, and a same-size
+    pair is resized by picking pixels, which commutes with a per-pixel conversion."""
+    return imaging.to_working(pixels, icc)
 
 
 def learning_pair(
@@ -285,17 +299,21 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
         rows = [
             _image_row(ctx, pair[k], f) for k, f in zip(("before", "after"), fields, strict=True)
         ]
-        before, after = (
+        (before, before_icc), (after, after_icc) = (
             load_upright(_get(storage, row.storage_key, f), f)
             for row, f in zip(rows, fields, strict=True)
         )
-        pairs.append(learning_pair(before, after, long_side, f"pairs[{i}]"))
+        before, after = learning_pair(before, after, long_side, f"pairs[{i}]")
+        pairs.append((in_working_space(before, before_icc), in_working_space(after, after_icc)))
         ctx.progress(1 + 4 * (i + 1) / total, "loading images")
     references: list[np.ndarray] = []
     for i, ref_id in enumerate(ref_ids):
         what = f"reference_image_ids[{i}]"
-        ref = load_upright(_get(storage, _image_row(ctx, ref_id, what).storage_key, what), what)
-        references.append(imaging.box(ref, imaging.capped(ref.shape, long_side)))
+        ref, ref_icc = load_upright(
+            _get(storage, _image_row(ctx, ref_id, what).storage_key, what), what
+        )
+        ref = imaging.box(ref, imaging.capped(ref.shape, long_side))
+        references.append(in_working_space(ref, ref_icc))
         ctx.progress(1 + 4 * (len(pairs) + i + 1) / total, "loading images")
 
     ctx.progress(5, "learning")
@@ -320,9 +338,15 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
 
     model = result.model
     metrics = _plain_metrics(result.metrics)
+    metrics["working_space"] = imaging.WORKING_SPACE
     kind = StyleModelKind(model.kind) if model.kind in StyleModelKind.__members__ else None
-    meta = {"style_id": str(style_id), "model_version": version, "name": style.name}
-    sample = pairs[0][0] if pairs else imaging.color_chart()
+    meta = {
+        "style_id": str(style_id),
+        "model_version": version,
+        "name": style.name,
+        "working_space": imaging.WORKING_SPACE,
+    }
+    sample = imaging.as_uint8(pairs[0][0]) if pairs else imaging.color_chart()
     preview = imaging.side_by_side(sample, model.apply(sample, 1.0))
     del pairs, references
     lut: LUT3D = result.lut
@@ -437,9 +461,11 @@ def settle_learn(db: SyncDatabase, params: dict[str, Any], message: str) -> None
 
 # ---- apply ----------------------------------------------------------------------------------
 def apply(ctx: JobContext) -> dict[str, Any]:
-    """The ``apply_style`` job: full resolution, strength, format/quality; the ICC profile and
-    the EXIF (orientation included, GPS removed) are kept, the pixels are not rotated."""
-    from app.ml.imaging import encode_image, load_image, strip_gps
+    """The ``apply_style`` job: full resolution, strength, format/quality, graded in the working
+    space (:func:`app.ml.imaging.grade`). The result keeps the source's color space and ICC
+    profile (``output_profile: "srgb"`` converts it to sRGB), 16 bits for 16-bit PNG / TIFF
+    written as PNG / TIFF, and the EXIF (GPS removed); its pixels are upright, orientation 1."""
+    from app.ml.imaging import encode_image, grade, load_image, output_format, strip_gps
 
     p = ctx.params
     style_id = uuid.UUID(p["style_id"])
@@ -450,26 +476,37 @@ def apply(ctx: JobContext) -> dict[str, Any]:
     try:
         pixels, info = load_image(
             storage.get_bytes(image.storage_key),
-            apply_orientation=False,
+            apply_orientation=True,
             max_pixels=ctx.settings.max_image_pixels,
+            keep_16bit=True,
         )
     except StorageObjectNotFound as exc:
         raise PermanentJobError("the image's file is gone") from exc
     except ValueError as exc:
         raise PermanentJobError(f"the image cannot be decoded: {exc}") from exc
     ctx.progress(30, "applying")
-    graded = model.apply(pixels, float(p.get("strength", 1.0)))
-    source = (info.format or "").lower().replace("mpo", "jpeg")
-    fmt = p.get("format") or (source if source in FORMAT_EXT else "jpeg")
+    output_profile = str(p.get("output_profile") or "source")
+    if output_profile not in imaging.OUTPUT_PROFILES:  # the API checked it
+        raise PermanentJobError(f"cannot apply: unknown output_profile {output_profile!r}")
+    graded, icc = grade(
+        model,
+        pixels,
+        info.icc_profile,
+        float(p.get("strength", 1.0)),
+        cast("imaging.OutputProfile", output_profile),
+    )
+    fmt = output_format(p.get("format"), info.format)
     ctx.progress(60, "encoding")
     data = encode_image(
         graded,
         fmt,
         int(p.get("quality") or DEFAULT_QUALITY),
-        info.icc_profile,
+        icc,
         strip_gps(info.exif),
         alpha=info.alpha,
     )
+    height, width = graded.shape[:2]
+    bits = 16 if graded.dtype == np.uint16 and fmt in imaging.SIXTEEN_BIT_FORMATS else 8
     del pixels, graded
     key = result_key(ctx.owner_id, ctx.job_id, FORMAT_EXT[fmt], data)
     storage.put_bytes(key, data, FORMAT_CONTENT_TYPE[fmt])
@@ -480,9 +517,6 @@ def apply(ctx: JobContext) -> dict[str, Any]:
     except BaseException:
         delete_keys(storage, [key])
         raise
-    width, height = info.width, info.height
-    if info.orientation in (5, 6, 7, 8):  # as displayed
-        width, height = height, width
     stem = os.path.splitext(image.filename or "image")[0][:80] or "image"
     filename = f"{slugify(stem)}_{slugify(style.name)}.{FORMAT_EXT[fmt]}"
     return {
@@ -490,11 +524,14 @@ def apply(ctx: JobContext) -> dict[str, Any]:
         "result_key": key,
         # the download name (a CDN result URL carries none: see app/storage/s3.py)
         "filename": filename,
-        "width": width,
+        "width": width,  # as displayed: the pixels are upright
         "height": height,
         "format": fmt,
         "bytes": len(data),
-        "orientation": info.orientation,
+        "orientation": 1,
+        "bits": bits,
+        "color_profile": imaging.describe_profile(icc),
+        "output_profile": output_profile,
         "style_model_version": style.model_version,
     }
 

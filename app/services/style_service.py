@@ -474,6 +474,7 @@ async def submit_apply(
     strength: float,
     fmt: str | None,
     quality: int | None,
+    output_profile: str = "source",
 ) -> list[Job]:
     """Queue one apply job per distinct image (the caller's confirmed images; a repeated id
     is applied once, in the order of its first occurrence) with a visible style.
@@ -497,6 +498,7 @@ async def submit_apply(
             "strength": strength,
             "format": fmt,
             "quality": quality,
+            "output_profile": output_profile,
         }
         jobs.append(
             job_service.create_job(

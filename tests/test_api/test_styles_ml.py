@@ -151,7 +151,7 @@ async def test_apply_reproduces_the_look_on_an_unseen_photo(learned: Learned) ->
     assert np.abs(mid - expected).mean() < 1.0
 
 
-async def test_apply_keeps_orientation_icc_and_full_resolution(learned: Learned) -> None:
+async def test_apply_is_upright_keeps_icc_and_full_resolution(learned: Learned) -> None:
     base = photo(UNSEEN, 360)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()
@@ -168,13 +168,15 @@ async def test_apply_keeps_orientation_icc_and_full_resolution(learned: Learned)
         out = (await fetch_url(learned.client, result["result_url"])).content
         with Image.open(io.BytesIO(out)) as im:
             assert im.format == {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}[fmt]
-            assert im.size == (base.shape[1], base.shape[0])  # stored pixels, full resolution
+            # full resolution, upright pixels (orientation 6 applied: a quarter turn)
+            assert im.size == (base.shape[0], base.shape[1])
             assert im.info.get("icc_profile") == icc
-            assert im.getexif().get(0x0112) == 6
+            assert im.getexif().get(0x0112, 1) == 1
             assert im.getexif().get(0x010F) == "PicFilterTestCam"
-        # the job reports the size as displayed (orientation 6: rotated a quarter turn)
+        # the job and the image record report the size as displayed, alike
         assert (result["width"], result["height"]) == (base.shape[0], base.shape[1])
-        assert result["orientation"] == 6
+        assert (image["width"], image["height"]) == (base.shape[0], base.shape[1])
+        assert result["orientation"] == 1
 
 
 async def test_apply_counts_and_batch(learned: Learned) -> None:

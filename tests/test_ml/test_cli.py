@@ -98,7 +98,7 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     )
     assert read_cube_file(cube).size == 33
 
-    # apply keeps the ICC profile and the EXIF orientation (pixels are not rotated)
+    # apply keeps the ICC profile and the EXIF; the pixels come back upright (orientation 1)
     photo = make_photo(1, 60, 80)  # colors the style was learned on
     exif = Image.Exif()
     exif[ORIENTATION] = 6
@@ -108,12 +108,12 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     dst = tmp_path / "out.jpg"
     assert main(["apply", "--style", str(style_dir), str(src), str(dst), "--quality", "90"]) == 0
     with Image.open(dst) as im:
-        assert im.size == (80, 60)
+        assert im.size == (60, 80)
         assert icc_identity(im.info.get("icc_profile")) == icc_identity(srgb_icc())
-        assert im.getexif()[ORIENTATION] == 6
+        assert im.getexif()[ORIENTATION] == 1
         assert im.getexif()[0x010F] == "TestCam"
         graded = np.asarray(im.convert("RGB")).astype(np.int64)
-    decoded, _ = load_image(src, apply_orientation=False)
+    decoded, _ = load_image(src)
     # the style's own grading, up to JPEG re-encoding (how close the learned look is to the true
     # one depends on the strength learn chose on held-out photos: tests of app.ml.learn)
     from app.ml.learn import load_style
@@ -183,7 +183,10 @@ def test_apply_to_image_bytes_reports_displayed_size() -> None:
     exif[ORIENTATION] = 8
     data = encode_image(make_photo(6, 30, 50), "jpeg", 90, None, exif.tobytes())
     out = apply_to_image_bytes(LUTStyle(look()), data, format="webp", quality=80)
-    assert (out.width, out.height, out.orientation, out.mime) == (30, 50, 8, "image/webp")
+    assert (out.width, out.height, out.orientation, out.mime) == (30, 50, 1, "image/webp")
+    with Image.open(io.BytesIO(out.data)) as im:
+        assert im.size == (30, 50)  # upright pixels
+        assert im.getexif().get(ORIENTATION, 1) == 1
 
 
 def test_load_image_rejects_garbage_and_huge() -> None:

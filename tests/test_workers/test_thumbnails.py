@@ -166,7 +166,7 @@ async def test_exif_orientation_is_applied(
     exif = Image.Exif()
     exif[0x0112] = 6
     image = await upload_and_confirm(client, user, _jpeg(stored, exif=exif.tobytes()), "image/jpeg")
-    assert (image["width"], image["height"]) == (1200, 800)  # as stored
+    assert (image["width"], image["height"]) == (800, 1200)  # as displayed (stored 1200x800)
     thumb = (await thumbnail_of(client, user, image["id"], live_worker)).convert("RGB")
     assert thumb.size == (267, 400)
     assert _close(thumb.getpixel((133, 60)), (220, 20, 20), 12)

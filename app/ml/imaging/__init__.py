@@ -4,7 +4,9 @@ Uploads and jobs open files through the same function (:func:`~app.ml.imaging.de
 one pixel limit, one HEIF registration, one CMYK and one 16-bit rule); the modules:
 
 * :mod:`~app.ml.imaging.decode`: sniffing, opening, :func:`load_image` (pixels for jobs and the
-  CLI), EXIF orientation, ICC to sRGB;
+  CLI, 8 or 16 bits), EXIF orientation, CMYK to sRGB;
+* :mod:`~app.ml.imaging.color`: the working space (sRGB) and LittleCMS conversions into it and
+  back, :func:`grade` (a style applied in the working space);
 * :mod:`~app.ml.imaging.probe`: what an upload is (size, format, ICC description, EXIF);
 * :mod:`~app.ml.imaging.thumbnails`: 400 px WebP thumbnails of uploads;
 * :mod:`~app.ml.imaging.encode`: :func:`save_image`, :func:`encode_image`,
@@ -17,9 +19,19 @@ Services import these names from here and never Pillow itself.
 
 from __future__ import annotations
 
+from app.ml.imaging.color import (
+    OUTPUT_PROFILES,
+    WORKING_ICC,
+    WORKING_SPACE,
+    OutputProfile,
+    grade,
+    is_working_space,
+    to_working,
+)
 from app.ml.imaging.compose import (
     PREVIEW_QUALITY,
     PREVIEW_WIDTH,
+    as_uint8,
     box,
     capped,
     color_chart,
@@ -47,9 +59,11 @@ from app.ml.imaging.decode import (
 )
 from app.ml.imaging.encode import (
     GPS_IFD_TAG,
+    SIXTEEN_BIT_FORMATS,
     EncodedImage,
     apply_to_image_bytes,
     encode_image,
+    output_format,
     save_image,
     strip_gps,
 )
@@ -70,19 +84,25 @@ __all__ = [
     "HEIF_AVAILABLE",
     "MAX_PIXELS",
     "ORIENTATION_TAG",
+    "OUTPUT_PROFILES",
     "PILLOW_FORMATS",
     "PREVIEW_QUALITY",
     "PREVIEW_WIDTH",
+    "SIXTEEN_BIT_FORMATS",
     "SNIFF_BYTES",
     "THUMBNAIL_QUALITY",
     "THUMBNAIL_SIZE",
+    "WORKING_ICC",
+    "WORKING_SPACE",
     "EncodedImage",
     "ImageDecodeError",
     "ImageInfo",
     "ImageProbe",
     "ImageTooLarge",
+    "OutputProfile",
     "Thumbnail",
     "apply_to_image_bytes",
+    "as_uint8",
     "box",
     "capped",
     "color_chart",
@@ -90,17 +110,21 @@ __all__ = [
     "encode_image",
     "extract_exif",
     "fit_within",
+    "grade",
     "heif_flavour",
+    "is_working_space",
     "learning_pair",
     "load_image",
     "make_thumbnail",
     "nearest",
     "open_image",
     "open_pil",
+    "output_format",
     "probe",
     "save_image",
     "side_by_side",
     "sniff",
     "strip_gps",
     "to_srgb",
+    "to_working",
 ]

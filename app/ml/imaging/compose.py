@@ -21,9 +21,29 @@ def nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def box(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Box-filter resize to ``shape`` (height, width): each output pixel averages its area."""
-    pil = Image.fromarray(image).resize((shape[1], shape[0]), Image.Resampling.BOX)
-    return np.asarray(pil)
+    """Box-filter resize to ``shape`` (height, width): each output pixel averages its area.
+    uint8 in one pass; uint16 channel by channel in float (Pillow's ``F`` mode), same dtype out."""
+    size = (shape[1], shape[0])
+    if image.dtype == np.uint8:
+        return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    if image.dtype != np.uint16:
+        raise TypeError(f"box resizes uint8 or uint16 images, got {image.dtype}")
+    chans = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32), "F").resize(
+                size, Image.Resampling.BOX
+            )
+        )
+        for c in range(image.shape[2])
+    ]
+    return np.rint(np.clip(np.stack(chans, axis=-1), 0, 65535)).astype(np.uint16)
+
+
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """uint8 pixels (uint16 rounded to the nearest 8-bit level) for previews."""
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return image
 
 
 def capped(shape: tuple[int, ...], long_side: int) -> tuple[int, int]:

@@ -18,15 +18,15 @@ framework.
 :func:`load_image` -> ``(uint8 HxWx3 RGB array, ImageInfo)``. ``info`` keeps the ICC profile
 bytes, the EXIF bytes, the EXIF orientation and the alpha channel. With ``apply_orientation=True``
 (for learning: pairs exported by different tools may store rotation differently) the pixels are
-rotated upright and the orientation tag in ``info.exif`` is reset to 1. With ``False`` (for
-applying a style) the pixels stay as stored and the EXIF keeps its orientation, so viewers rotate
-the result exactly as they rotated the original.
+rotated upright and the orientation tag in ``info.exif`` is reset to 1 (learning and applying
+both do: results carry upright pixels, orientation 1). With ``False`` the pixels stay as stored
+and the EXIF keeps its orientation.
 
-Color management: pixels are graded in the image's own RGB encoding (styles are learned on the
-same kind of pixels) and the original ICC profile is attached to the output, so a Display P3
-photo stays Display P3. CMYK images are converted to sRGB through their profile (ImageCms) and
-lose it; gray or other non-RGB profiles are dropped when the image becomes RGB. 16-bit sources
-are decoded to 8 bits (Pillow has no 48-bit RGB mode).
+Color management (:mod:`~app.ml.imaging.color`): pixels come back in the file's own RGB encoding
+with its ICC profile in ``info.icc_profile`` (only RGB profiles are kept); the jobs convert them
+into the working space. CMYK images are converted to sRGB through their profile (ImageCms) and
+lose it. 16-bit PNG / TIFF come back as uint16 with ``keep_16bit=True`` (libvips), else as
+8 bits (Pillow has no 48-bit RGB mode).
 """
 
 from __future__ import annotations
@@ -286,6 +286,89 @@ class ImageInfo:
     bits: int = 8
 
 
+def is_16bit(im: Image.Image) -> bool:
+    """True for a PNG or TIFF with 16 bits per sample (Pillow opens 16-bit RGB as 8-bit RGB;
+    its tile's raw mode still says ``;16``)."""
+    if im.format not in ("PNG", "TIFF"):
+        return False
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        return True
+    if im.format == "TIFF":
+        bits = getattr(im, "tag_v2", {}).get(258)
+        if isinstance(bits, tuple) and bits and all(b == 16 for b in bits):
+            return True
+        return isinstance(bits, int) and bits == 16
+    for tile in getattr(im, "tile", None) or ():
+        args = tile.args
+        raw = args[0] if isinstance(args, tuple) and args else args
+        if isinstance(raw, str) and ";16" in raw:
+            return True
+    return False
+
+
+def _source_bytes(source: os.PathLike[str] | bytes | IO[bytes]) -> bytes:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return bytes(source)
+    if isinstance(source, os.PathLike):
+        return require_path(source, "image").read_bytes()
+    source.seek(0)
+    return source.read()
+
+
+def orient_array(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """``arr`` (HxW or HxWxC) turned upright as EXIF ``orientation`` says, the NumPy twin of
+    :func:`upright` for pixels that Pillow cannot hold (16-bit RGB)."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, 1),
+    }
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(arr)) if op else arr
+
+
+def _load_16bit(
+    data: bytes,
+    fmt: str | None,
+    mode: str,
+    icc: bytes | None,
+    exif_obj: Image.Exif,
+    raw_exif: bytes | None,
+    apply_orientation: bool,
+) -> tuple[np.ndarray, ImageInfo]:
+    """The 16-bit branch of :func:`load_image` (libvips decodes, NumPy turns upright)."""
+    import pyvips
+
+    try:
+        vimg = pyvips.Image.new_from_buffer(data, "", access="sequential")
+        arr = np.asarray(vimg.numpy())
+    except pyvips.Error as exc:
+        raise ValueError(f"cannot decode image: {str(exc).strip()[:300]}") from exc
+    if arr.dtype != np.uint16:
+        raise ValueError(f"cannot decode image: expected 16-bit samples, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    alpha = arr[:, :, -1].copy() if arr.shape[2] in (2, 4) else None
+    color = arr[:, :, :3] if arr.shape[2] >= 3 else np.repeat(arr[:, :, :1], 3, axis=2)
+    orientation = int(exif_obj.get(ORIENTATION_TAG, 1) or 1)
+    exif = raw_exif if isinstance(raw_exif, bytes) else None
+    if apply_orientation and orientation != 1:
+        color = orient_array(color, orientation)
+        alpha = orient_array(alpha, orientation) if alpha is not None else None
+        exif_obj[ORIENTATION_TAG] = 1
+        orientation = 1
+        exif = exif_obj.tobytes()
+    rgb = np.ascontiguousarray(color, dtype=np.uint16)
+    if not _icc_is_rgb(icc):
+        icc = None
+    info = ImageInfo(fmt, rgb.shape[1], rgb.shape[0], mode, icc, exif, orientation, alpha, 16)
+    return rgb, info
+
+
 def _icc_is_rgb(icc: bytes | None) -> bool:
     return icc is not None and len(icc) >= 20 and icc[16:20] == b"RGB "
 
@@ -295,9 +378,14 @@ def load_image(
     *,
     apply_orientation: bool = True,
     max_pixels: int = MAX_PIXELS,
+    keep_16bit: bool = False,
 ) -> tuple[np.ndarray, ImageInfo]:
     """Decode ``source`` (a ``Path``, the file's bytes or a binary file; a ``str`` is a TypeError)
     to uint8 RGB HxWx3 and its :class:`ImageInfo`.
+
+    ``keep_16bit``: a 16-bit PNG or TIFF (RGB, RGBA, gray, gray + alpha) comes back as uint16
+    RGB HxWx3 (alpha uint16) with ``info.bits == 16``, decoded by libvips (Pillow reads 16-bit
+    RGB as 8 bits); every other file is the uint8 path.
 
     Raises ``ValueError`` for files that are not images or exceed ``max_pixels``.
     """
@@ -318,6 +406,9 @@ def load_image(
         raw_exif = im.info.get("exif") or None
         exif_obj = im.getexif()
         orientation = int(exif_obj.get(ORIENTATION_TAG, 1) or 1)
+        if keep_16bit and is_16bit(im):
+            data = _source_bytes(source)
+            return _load_16bit(data, fmt, mode, icc, exif_obj, raw_exif, apply_orientation)
         try:
             im.load()
         except Image.DecompressionBombError as exc:

@@ -1,6 +1,7 @@
-"""Encoding graded pixels: JPEG / PNG / WebP / TIFF with the source's ICC profile and EXIF, and
-:func:`apply_to_image_bytes`, the whole "apply a style to an uploaded file" step (decode without
-rotating, grade the stored pixels, encode with the same ICC profile and EXIF).
+"""Encoding graded pixels: JPEG / PNG / WebP / TIFF / HEIC (8 bits; PNG and TIFF also 16 bits)
+with an ICC profile and EXIF, and :func:`apply_to_image_bytes`, the whole "apply a style to an
+uploaded file" step (decode upright, grade in the working space of :mod:`~app.ml.imaging.color`,
+encode in the source's color space with its profile, orientation 1).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import IO, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from app.ml.imaging.decode import load_image
+from app.ml.imaging import color
+from app.ml.imaging.decode import HEIF_AVAILABLE, load_image
 
 GPS_IFD_TAG = 0x8825
 _FORMATS = {
@@ -25,17 +27,38 @@ _FORMATS = {
     "tiff": "TIFF",
     "tif": "TIFF",
 }
-_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff"}
+if HEIF_AVAILABLE:  # pillow-heif's encoder (x265) is in its wheels
+    _FORMATS.update(heic="HEIF", heif="HEIF")
+_MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "HEIF": "image/heic",
+}
 _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+#: formats written with 16 bits per sample when the pixels are uint16
+SIXTEEN_BIT_FORMATS = ("png", "tiff")
+
+
+def output_format(requested: str | None, source_format: str | None) -> str:
+    """The output format: ``requested``, else the source's own (Pillow's name: JPEG, MPO, PNG,
+    WEBP, TIFF, HEIF) when it can be written, else jpeg. Canonical names: jpeg, png, webp, tiff,
+    heic."""
+    name = (requested or source_format or "jpeg").lower()
+    name = {"jpg": "jpeg", "mpo": "jpeg", "tif": "tiff", "heif": "heic"}.get(name, name)
+    return name if name in _FORMATS else "jpeg"
 
 
 @dataclass(frozen=True)
 class EncodedImage:
     data: bytes
-    format: str  # "jpeg", "png", "webp", "tiff"
-    width: int  # as displayed (EXIF orientation applied)
+    format: str  # "jpeg", "png", "webp", "tiff", "heic"
+    width: int  # as displayed: the pixels are upright (orientation 1)
     height: int
     orientation: int
+    bits: int = 8
+    icc_profile: bytes | None = None
 
     @property
     def mime(self) -> str:
@@ -63,14 +86,17 @@ def save_image(
     *,
     alpha: np.ndarray | None = None,
 ) -> None:
-    """Encode an HxWx3 array (uint8, uint16 or float in [0, 1]) as JPEG, PNG, WebP or TIFF.
+    """Encode an HxWx3 array (uint8, uint16 or float in [0, 1]) as JPEG, PNG, WebP, TIFF or
+    HEIC.
 
-    ``format`` defaults to the destination's extension. JPEG and WebP use ``quality`` (1..100);
-    the ICC profile and EXIF bytes are embedded as given (nothing is rotated).
+    ``format`` defaults to the destination's extension. JPEG, WebP and HEIC use ``quality``
+    (1..100); the ICC profile and EXIF bytes are embedded as given (nothing is rotated). uint16
+    pixels are written with 16 bits per sample as PNG and TIFF (by libvips: Pillow has no 16-bit
+    RGB mode) and as 8 bits in the other formats.
     """
-    arr = _to_uint8(array)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
+    src = np.asarray(array)
+    if src.ndim != 3 or src.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {src.shape}")
     if format is None:
         if not isinstance(dest, str | os.PathLike):
             raise ValueError("format is required when writing to a file object")
@@ -80,6 +106,16 @@ def save_image(
         raise ValueError(f"unsupported output format {format!r}; use jpeg, png, webp or tiff")
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be in 1..100, got {quality}")
+    if src.dtype == np.uint16 and pil_format in ("PNG", "TIFF"):
+        data = _encode_16bit(src, pil_format, icc_profile, exif, alpha)
+        if isinstance(dest, str | os.PathLike):
+            Path(dest).write_bytes(data)
+        else:
+            dest.write(data)
+        return
+    arr = _to_uint8(src)
+    if alpha is not None and alpha.dtype != np.uint8:
+        alpha = _to_uint8(alpha[:, :, None])[:, :, 0]
     im = Image.fromarray(arr, "RGB")
     if alpha is not None and pil_format in _ALPHA_FORMATS and alpha.shape == arr.shape[:2]:
         im.putalpha(Image.fromarray(np.asarray(alpha, np.uint8), "L"))
@@ -96,10 +132,37 @@ def save_image(
         params.update(compress_level=6)
     elif pil_format == "TIFF":
         params.update(compression="tiff_adobe_deflate")
+    elif pil_format == "HEIF":
+        params.update(quality=int(quality))
     if isinstance(dest, str | os.PathLike):
         im.save(Path(dest), format=pil_format, **params)
     else:
         im.save(dest, format=pil_format, **params)
+
+
+def _encode_16bit(
+    arr: np.ndarray,
+    pil_format: str,
+    icc_profile: bytes | None,
+    exif: bytes | None,
+    alpha: np.ndarray | None,
+) -> bytes:
+    """16-bit PNG / TIFF through libvips (deflate-compressed, ICC profile and EXIF kept)."""
+    import pyvips
+
+    bands = arr
+    if alpha is not None and alpha.shape == arr.shape[:2]:
+        a16 = alpha if alpha.dtype == np.uint16 else alpha.astype(np.uint16) * 257
+        bands = np.dstack([arr, a16])
+    image = pyvips.Image.new_from_array(np.ascontiguousarray(bands), interpretation="rgb16")
+    image = image.copy()
+    if icc_profile:
+        image.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc_profile)
+    if exif:
+        image.set_type(pyvips.GValue.blob_type, "exif-data", exif)
+    if pil_format == "PNG":
+        return bytes(image.pngsave_buffer(bitdepth=16, compression=6))
+    return bytes(image.tiffsave_buffer(compression="deflate", predictor="horizontal"))
 
 
 def encode_image(
@@ -140,22 +203,25 @@ def apply_to_image_bytes(
     format: str | None = None,
     quality: int = 92,
     keep_exif: bool = True,
+    output_profile: color.OutputProfile = "source",
+    max_pixels: int | None = None,
 ) -> EncodedImage:
-    """Decode ``data``, grade the stored pixels with ``model.apply``, re-encode at full resolution.
+    """Decode ``data`` upright, grade it in the working space (:func:`color.grade`), re-encode
+    at full resolution: the apply step of the service and the CLI.
 
-    The output keeps the ICC profile and (unless ``keep_exif`` is False) the EXIF, orientation
-    tag included, so it displays upright wherever the original did. ``format`` defaults to the
-    input's (JPEG for formats that cannot be written, e.g. HEIC).
+    The output's pixels are upright with EXIF orientation 1 (``width``/``height`` as displayed);
+    it keeps the source's color space and ICC profile (``output_profile="srgb"``: converted to
+    sRGB) and, unless ``keep_exif`` is False, the EXIF. 16-bit PNG / TIFF sources are graded in
+    16 bits and written in 16 bits as PNG / TIFF. ``format`` defaults to the input's own (JPEG
+    for formats that cannot be written).
     """
-    pixels, info = load_image(data, apply_orientation=False)
-    graded = model.apply(pixels, strength)
-    out_format = (format or (info.format or "jpeg")).lower()
-    if out_format not in _FORMATS:
-        out_format = "jpeg"
-    out_format = {"jpg": "jpeg", "tif": "tiff"}.get(out_format, out_format)
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    pixels, info = load_image(data, apply_orientation=True, keep_16bit=True, **kwargs)
+    graded, icc = color.grade(model, pixels, info.icc_profile, strength, output_profile)
+    del pixels
+    out_format = output_format(format, info.format)
     exif = info.exif if keep_exif else None
-    encoded = encode_image(graded, out_format, quality, info.icc_profile, exif, alpha=info.alpha)
-    w, h = info.width, info.height
-    if info.orientation in (5, 6, 7, 8):
-        w, h = h, w
-    return EncodedImage(encoded, out_format, w, h, info.orientation)
+    encoded = encode_image(graded, out_format, quality, icc, exif, alpha=info.alpha)
+    bits = 16 if graded.dtype == np.uint16 and out_format in SIXTEEN_BIT_FORMATS else 8
+    h, w = graded.shape[:2]
+    return EncodedImage(encoded, out_format, w, h, info.orientation, bits, icc)

@@ -12,7 +12,13 @@ from typing import Any
 
 from PIL import ExifTags, Image, ImageCms, TiffImagePlugin
 
-from app.ml.imaging.decode import ImageDecodeError, open_image, reason, too_large
+from app.ml.imaging.decode import (
+    ImageDecodeError,
+    open_image,
+    orientation_of,
+    reason,
+    too_large,
+)
 
 log = logging.getLogger("picfilter.imaging")
 
@@ -22,7 +28,7 @@ ASSUMED_PROFILE = "sRGB (assumed)"
 # ---- probing --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageProbe:
-    width: int
+    width: int  # as displayed: after the EXIF orientation (a quarter turn swaps them)
     height: int
     format: str  # jpeg | png | webp | heif | tiff
     mode: str
@@ -31,7 +37,8 @@ class ImageProbe:
 
 
 def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> ImageProbe:
-    """Decode the whole image once (safely) and describe it.
+    """Decode the whole image once (safely) and describe it; ``width`` and ``height`` are as
+    displayed (after the EXIF orientation).
 
     JPEGs are decoded at 1/8 scale: every entropy-coded byte is still read, so truncation and
     corruption are found, at a sixty-fourth of the memory.
@@ -40,6 +47,7 @@ def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> Image
     try:
         width, height = im.size
         icc = im.info.get("icc_profile")
+        orientation = orientation_of(im)
         exif = extract_exif(im) if want_exif else None
         mode = im.mode
         if im.format in ("JPEG", "MPO"):
@@ -52,6 +60,8 @@ def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> Image
             raise ImageDecodeError(f"The image could not be decoded: {reason(exc)}") from exc
     finally:
         im.close()
+    if orientation in (5, 6, 7, 8):  # as displayed, like every size the API reports
+        width, height = height, width
     return ImageProbe(
         width=width,
         height=height,
