@@ -3,7 +3,8 @@
 ``picfilter serve`` (uvicorn, the test stack's backends: SQLite + local storage, or PostgreSQL +
 Redis + S3 through moto) with the session's real worker process; schemathesis registers and logs
 in an account through the API (``tests/fuzz_hooks.py``) and checks every response: no 5xx, and the
-status code, content type, headers and body are the ones the document gives for that operation.
+status code, content type, headers and body are the ones the document gives for that operation,
+and a method the document does not list answers 405 with an ``Allow`` of the documented ones.
 The server's log must hold no traceback either.
 
 ``make test`` runs a short pass (``FUZZ_MAX_EXAMPLES`` 5, phases examples and fuzzing);
@@ -30,7 +31,9 @@ PHASES = os.environ.get("FUZZ_PHASES", "examples,fuzzing")
 SEED = os.environ.get("FUZZ_SEED", "1")
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
-    "response_headers_conformance,response_schema_conformance"
+    "response_headers_conformance,response_schema_conformance,"
+    # a method the document does not list for a path: 405 whose Allow lists the documented ones
+    "unsupported_method,allow_header_conformance"
 )
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 ROOT = Path(__file__).resolve().parent.parent

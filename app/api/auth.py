@@ -83,9 +83,13 @@ async def login(
     return await auth_service.start_session(user, store, settings)
 
 
-@router.post("/refresh", response_model=TokenPair, dependencies=auth_limit)
+@router.post(
+    "/refresh", response_model=TokenPair, dependencies=auth_limit, responses=error_responses(409)
+)
 async def refresh(data: RefreshRequest, store: StoreDep, settings: SettingsDep) -> TokenPair:
-    """Rotate: the presented refresh token stops working; reusing it revokes the session."""
+    """Rotate: the presented refresh token stops working; presenting it again revokes the
+    session (and its access tokens), except within JWT_REFRESH_REUSE_GRACE_SECONDS of the
+    rotation, when the session's current refresh token is returned (two tabs at once)."""
     return await auth_service.refresh(data.refresh_token, store, settings)
 
 

@@ -271,6 +271,8 @@ async def refresh(token: str, store: KeyValueStore, settings: Settings) -> Token
             # session's current refresh token rather than logging the user out.
             return _pair(user_id, sid, state.jti, settings)
         break
+    else:  # lost the compare-and-set every time: not a reuse, so the session stays
+        raise Conflict("The session is being refreshed elsewhere; try again", code="refresh_busy")
     # This token was already used (outside the grace window): a replayed refresh token means
     # it may be stolen, so the whole session ends, its access tokens included.
     if await store.delete(key):
