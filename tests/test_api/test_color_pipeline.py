@@ -195,6 +195,19 @@ async def test_tiff_comes_back_as_tiff(client, user, live_worker) -> None:
     assert np.array_equal(got, shared_lut(LOOK).apply(src))
 
 
+async def test_heic_comes_back_as_heic(client, user, live_worker) -> None:
+    style = await _look(client, user)
+    image = await upload_image(
+        client, user, encode_image(make_photo(5, 48, 64), "heic", 90), "image/heic"
+    )
+    result, data = await _apply(client, user, style["id"], image["id"])
+    assert (result["format"], result["bits"]) == ("heic", 8)
+    assert result["result_url"].split("?")[0].endswith(".heic")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "HEIF"
+        assert im.size == (64, 48)
+
+
 @pytest.mark.slow
 async def test_learning_converts_wide_gamut_pairs(client, user, worker: WorkerProcess) -> None:
     """Pairs uploaded in Display P3 and Adobe RGB (the same scenes as sRGB pairs, converted)
