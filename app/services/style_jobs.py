@@ -149,11 +149,14 @@ def load_upright(data: bytes, what: str) -> tuple[np.ndarray, bytes | None]:
     return pixels, info.icc_profile
 
 
-def in_working_space(pixels: np.ndarray, icc: bytes | None) -> np.ndarray:
+def in_working_space(pixels: np.ndarray, icc: bytes | None, what: str) -> np.ndarray:
     """Learning pixels converted into the style's working space (sRGB; nothing to do for sRGB
     and untagged images). Done after the resize to the learning size: cheaper, and a same-size
     pair is resized by picking pixels, which commutes with a per-pixel conversion."""
-    return imaging.to_working(pixels, icc)
+    try:
+        return imaging.to_working(pixels, icc)
+    except ValueError as exc:
+        raise PermanentJobError(f"{what}: {exc}") from exc
 
 
 def learning_pair(
@@ -304,7 +307,12 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
             for row, f in zip(rows, fields, strict=True)
         )
         before, after = learning_pair(before, after, long_side, f"pairs[{i}]")
-        pairs.append((in_working_space(before, before_icc), in_working_space(after, after_icc)))
+        pairs.append(
+            (
+                in_working_space(before, before_icc, fields[0]),
+                in_working_space(after, after_icc, fields[1]),
+            )
+        )
         ctx.progress(1 + 4 * (i + 1) / total, "loading images")
     references: list[np.ndarray] = []
     for i, ref_id in enumerate(ref_ids):
@@ -313,7 +321,7 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
             _get(storage, _image_row(ctx, ref_id, what).storage_key, what), what
         )
         ref = imaging.box(ref, imaging.capped(ref.shape, long_side))
-        references.append(in_working_space(ref, ref_icc))
+        references.append(in_working_space(ref, ref_icc, what))
         ctx.progress(1 + 4 * (len(pairs) + i + 1) / total, "loading images")
 
     ctx.progress(5, "learning")
@@ -488,13 +496,16 @@ def apply(ctx: JobContext) -> dict[str, Any]:
     output_profile = str(p.get("output_profile") or "source")
     if output_profile not in imaging.OUTPUT_PROFILES:  # the API checked it
         raise PermanentJobError(f"cannot apply: unknown output_profile {output_profile!r}")
-    graded, icc = grade(
-        model,
-        pixels,
-        info.icc_profile,
-        float(p.get("strength", 1.0)),
-        cast("imaging.OutputProfile", output_profile),
-    )
+    try:
+        graded, icc = grade(
+            model,
+            pixels,
+            info.icc_profile,
+            float(p.get("strength", 1.0)),
+            cast("imaging.OutputProfile", output_profile),
+        )
+    except ValueError as exc:  # an ICC profile LittleCMS cannot convert with
+        raise PermanentJobError(f"cannot apply: {exc}") from exc
     fmt = output_format(p.get("format"), info.format)
     ctx.progress(60, "encoding")
     data = encode_image(

@@ -195,6 +195,19 @@ async def test_tiff_comes_back_as_tiff(client, user, live_worker) -> None:
     assert np.array_equal(got, shared_lut(LOOK).apply(src))
 
 
+async def test_heic_comes_back_as_heic(client, user, live_worker) -> None:
+    style = await _look(client, user)
+    image = await upload_image(
+        client, user, encode_image(make_photo(5, 48, 64), "heic", 90), "image/heic"
+    )
+    result, data = await _apply(client, user, style["id"], image["id"])
+    assert (result["format"], result["bits"]) == ("heic", 8)
+    assert result["result_url"].split("?")[0].endswith(".heic")
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "HEIF"
+        assert im.size == (64, 48)
+
+
 @pytest.mark.slow
 async def test_learning_converts_wide_gamut_pairs(client, user, worker: WorkerProcess) -> None:
     """Pairs uploaded in Display P3 and Adobe RGB (the same scenes as sRGB pairs, converted)
@@ -234,4 +247,41 @@ async def test_learning_converts_wide_gamut_pairs(client, user, worker: WorkerPr
     _, data = await _apply(client, user, style["id"], image["id"])
     de = delta_e2000(load_image(data)[0], lut.apply(unseen))
     print(f"learned from wide-gamut pairs, unseen sRGB photo: mean ΔE00 {de['mean']:.3f}")
+    assert de["mean"] < 1.0, de
+
+
+@pytest.mark.slow
+async def test_learning_from_16bit_tiff_pairs(client, user, worker: WorkerProcess) -> None:
+    """16-bit TIFF pairs tagged Adobe RGB (the look applied in float to 16-bit sRGB scenes, both
+    converted to Adobe RGB in 16 bits) teach the look: applied to an unseen 8-bit sRGB photo it
+    reproduces the LUT."""
+    if not worker.running():
+        worker.start()
+    lut = shared_lut(LOOK)
+    adobe = wide_gamut_versions(64)["Adobe RGB converted"][1]
+    pairs = []
+    for scene in ("tahoe-gps.jpg", "coffee.png"):
+        before = photo(scene, 360).astype(np.uint16) * 257
+        after = np.rint(np.clip(lut.apply(before.astype(np.float32) / 65535), 0, 1) * 65535)
+        ids = []
+        for pixels in (before, after.astype(np.uint16)):
+            data = encode_image(convert(pixels, None, adobe), "tiff", icc_profile=adobe)
+            ids.append((await upload_image(client, user, data, "image/tiff"))["id"])
+        pairs.append({"before_image_id": ids[0], "after_image_id": ids[1]})
+    style = await create_style(client, user, name="Film from 16-bit TIFF pairs")
+    r = await client.post(
+        f"/api/v1/styles/{style['id']}/learn",
+        json={"model": "dlut", "pairs": pairs},
+        headers=user.headers,
+    )
+    assert r.status_code == 202, r.text
+    done = await wait_for_job(client, user, r.json()["id"], timeout=150, worker=worker)
+    assert done["status"] == "completed", done
+    unseen = photo("rocket.jpg", 360)
+    image = await upload_image(client, user, _png(unseen, None), "image/png")
+    _, data = await _apply(client, user, style["id"], image["id"])
+    de = delta_e2000(load_image(data)[0], lut.apply(unseen))
+    print(
+        f"learned from 16-bit Adobe RGB TIFF pairs, unseen sRGB photo: mean ΔE00 {de['mean']:.3f}"
+    )
     assert de["mean"] < 1.0, de

@@ -49,6 +49,10 @@ def test_working_space_detection() -> None:
     for name, icc in wide_gamut_profiles().items():
         assert not is_working_space(icc), name
     assert is_working_space(b"not a profile at all, but 20+ bytes long")  # unreadable: sRGB
+    broken_rgb = b"\0" * 16 + b"RGB " + b"\x7f" * 200  # says RGB, LittleCMS cannot read it
+    assert is_working_space(broken_rgb)
+    pixels = make_photo(2, 8, 8)
+    assert np.array_equal(grade(_style(), pixels, broken_rgb)[0], _style().apply(pixels))
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,16 @@ applied to pixels in that space, whatever profile the photo carries:
 
 Applying, :func:`grade`: for a style whose look does not depend on the image (a 3D LUT, a
 NILUT, a non-adaptive model) the three steps "to working space, grade, back" are one function of
-the source's RGB, so they are sampled once per apply into a :data:`FUSED_SIZE`-point LUT per
+the source's RGB, so they are sampled into a :data:`FUSED_SIZE`-point LUT per
 axis (lattice points: the 8-bit codes 0, 5, ..., 255, exact in 8 and 16 bits; each point
 converted by LittleCMS; :data:`FUSED_SIZE_16` points per axis for 16-bit photos) and that LUT
-grades the photo in one pass of the usual LUT kernel, which
-keeps the cost of color management to sampling 140 k points (once per style, strength and
-profile: :data:`FUSED_CACHE` keeps the last few). An image-adaptive style first sees
-the whole photo converted to the working space (its classifier picks the LUT from the photo's
-working-space colors), then its LUT is fused the same way.
+grades the photo in one pass of the usual LUT kernel. That keeps the cost of color management
+to sampling 140 k points once per style, strength and profile (:data:`FUSED_CACHE` keeps the
+last few), where converting every pixel there and back costs more than the apply itself
+(``python -m bench lut_speed``). An image-adaptive style first sees the whole photo converted
+to the working space (its classifier picks the LUT from the photo's working-space colors), then
+its LUT is fused the same way. Conversion errors (a profile LittleCMS cannot use) are
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -99,18 +101,6 @@ def is_working_space(icc: bytes | None) -> bool:
     return int(np.abs(out.astype(np.int16) - grid).max()) <= 1
 
 
-def readable_profile(icc: bytes | None) -> bytes | None:
-    """``icc`` when LittleCMS can convert with it (an RGB profile), else None (sRGB assumed)."""
-    if not _rgb_profile(icc):
-        return None
-    assert icc is not None
-    try:
-        _pil_transform(icc, WORKING_ICC)
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return None
-    return icc
-
-
 # ---- pixel conversion -----------------------------------------------------------------------
 #: LittleCMS ``cmsFLAGS_NOOPTIMIZE``: evaluate the profiles' own curves and matrices for every
 #: pixel. Without it LittleCMS resamples a 16-bit transform into a small grid and interpolates,
@@ -130,20 +120,26 @@ def convert(pixels: np.ndarray, src: bytes | None, dst: bytes | None) -> np.ndar
         raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
     if arr.dtype == np.uint8:
         im = Image.fromarray(arr, "RGB")
-        ImageCms.applyTransform(im, _pil_transform(src, dst), inPlace=True)
+        try:
+            ImageCms.applyTransform(im, _pil_transform(src, dst), inPlace=True)
+        except (ImageCms.PyCMSError, OSError, TypeError) as exc:
+            raise ValueError(f"the ICC profile cannot be used: {exc}") from exc
         return np.array(im)
     if arr.dtype == np.uint16:
         import imagecodecs
 
-        out = imagecodecs.cms_transform(
-            arr,
-            src,
-            dst,
-            colorspace="rgb",
-            outcolorspace="rgb",
-            intent=int(_INTENT),
-            flags=_CMS_NOOPTIMIZE,
-        )
+        try:
+            out = imagecodecs.cms_transform(
+                arr,
+                src,
+                dst,
+                colorspace="rgb",
+                outcolorspace="rgb",
+                intent=int(_INTENT),
+                flags=_CMS_NOOPTIMIZE,
+            )
+        except (imagecodecs.CmsError, TypeError) as exc:
+            raise ValueError(f"the ICC profile cannot be used: {exc}") from exc
         return np.ascontiguousarray(np.asarray(out, dtype=np.uint16).reshape(arr.shape))
     raise TypeError(f"pixels must be uint8 or uint16, got {arr.dtype}")
 

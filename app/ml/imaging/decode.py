@@ -282,7 +282,7 @@ class ImageInfo:
     icc_profile: bytes | None
     exif: bytes | None
     orientation: int  # EXIF orientation of the returned pixels (1 once applied)
-    alpha: np.ndarray | None = None  # uint8 HxW when the file had transparency
+    alpha: np.ndarray | None = None  # HxW (uint8; uint16 for 16-bit files) when transparent
     bits: int = 8
 
 
