@@ -53,6 +53,7 @@ from app.ml.imaging.encode import (
     save_image,
     strip_gps,
 )
+from app.ml.imaging.pngcheck import release_freed_memory
 from app.ml.imaging.probe import ASSUMED_PROFILE, ImageProbe, describe_profile, extract_exif, probe
 from app.ml.imaging.thumbnails import (
     THUMBNAIL_QUALITY,
@@ -98,6 +99,7 @@ __all__ = [
     "open_image",
     "open_pil",
     "probe",
+    "release_freed_memory",
     "save_image",
     "side_by_side",
     "sniff",
