@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     # Limits
     max_upload_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 100_000_000
+    # Upload checks (confirm) that may decode at once in one API process (each may hold up to
+    # max_image_pixels x 4 bytes; PNG and JPEG checks need little memory).
+    image_decode_concurrency: int = Field(default=2, ge=1)
     max_learn_items: int = 16
     max_cube_bytes: int = 10 * 1024 * 1024
     rate_limit_enabled: bool = True

@@ -89,15 +89,19 @@ async def job_events(
         yield _sse(first)
         if JobStatus(first["status"]).finished:
             return
-        async for event in events.subscribe(settings, job_id):
-            if await request.is_disconnected():
-                return
-            if not event:
-                yield ": keep-alive\n\n"
-                continue
-            yield _sse(event)
-            if event.get("status") in ("completed", "failed", "cancelled"):
-                return
+        try:
+            async for event in events.subscribe(settings, job_id):
+                if await request.is_disconnected():
+                    return
+                if not event:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield _sse(event)
+                if event.get("status") in ("completed", "failed", "cancelled"):
+                    return
+        except events.EventsUnavailable:  # Redis is down: the job row still tells the story
+            async for chunk in from_rows():
+                yield chunk
 
     stream = from_pubsub() if settings.redis_url else from_rows()
     return StreamingResponse(

@@ -6,6 +6,7 @@ Redis (embedded default) publishing is a no-op and the SSE endpoint follows the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -41,19 +42,31 @@ def publish_job_event(settings: Settings, job_id: uuid.UUID, payload: dict[str, 
         log.warning("could not publish event for job %s", job_id, exc_info=True)
 
 
+class EventsUnavailable(Exception):
+    """Redis pub/sub cannot be reached (or was lost): follow the job row instead."""
+
+
 async def subscribe(settings: Settings, job_id: uuid.UUID) -> AsyncIterator[dict[str, Any]]:
+    """The job's events as they are published (``{}`` every 15 s without one, for keep-alives);
+    raises :class:`EventsUnavailable` when Redis cannot be reached or goes away."""
     assert settings.redis_url
     client = AsyncRedis.from_url(settings.redis_url, **redis_options())
     pubsub = client.pubsub()
-    await pubsub.subscribe(channel(settings, job_id))
     try:
+        await pubsub.subscribe(channel(settings, job_id))
         while True:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
             if msg is None:
                 yield {}
                 continue
             yield json.loads(msg["data"])
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("job events of %s: pub/sub unavailable (%s)", job_id, exc)
+        raise EventsUnavailable(str(exc)) from exc
     finally:
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
-        await client.aclose()
+        with contextlib.suppress(redis.RedisError, OSError):
+            await pubsub.unsubscribe()
+        with contextlib.suppress(redis.RedisError, OSError):
+            await pubsub.aclose()
+        with contextlib.suppress(redis.RedisError, OSError):
+            await client.aclose()

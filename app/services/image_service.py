@@ -69,8 +69,17 @@ ALLOWED_TYPES: dict[str, str] = {
 }
 #: pending uploads whose URL expired longer ago than this are removed
 CLEANUP_GRACE = timedelta(days=1)
-# Decoding holds up to max_image_pixels x 4 bytes; at most this many at once per API process.
-_DECODE_SLOTS = threading.BoundedSemaphore(2)
+# Decoding may hold up to max_image_pixels x 4 bytes: at most IMAGE_DECODE_CONCURRENCY checks
+# at once per API process (PNGs and JPEGs are checked in little memory, other formats decoded).
+_decode_slots: dict[int, threading.BoundedSemaphore] = {}
+_decode_slots_lock = threading.Lock()
+
+
+def decode_slots(settings: Settings) -> threading.BoundedSemaphore:
+    """The process's semaphore bounding concurrent upload checks."""
+    with _decode_slots_lock:
+        n = settings.image_decode_concurrency
+        return _decode_slots.setdefault(n, threading.BoundedSemaphore(n))
 
 
 def image_not_found() -> NotFound:
@@ -165,7 +174,7 @@ def _inspect(storage: Storage, settings: Settings, image: Image, info: ObjectInf
                 details={"declared": image.content_type, "detected": found},
             )
         )
-    with _DECODE_SLOTS, tempfile.TemporaryDirectory(prefix="picfilter-confirm-") as tmp:
+    with decode_slots(settings), tempfile.TemporaryDirectory(prefix="picfilter-confirm-") as tmp:
         path = Path(tmp) / "original"
         storage.download_to(image.storage_key, path)
         try:
@@ -354,6 +363,8 @@ def generate_thumbnail(ctx: JobContext, storage: Storage) -> dict[str, Any]:
             thumb = imaging.make_thumbnail(path, family, max_pixels=ctx.settings.max_image_pixels)
         except imaging.ImageDecodeError as exc:
             raise PermanentJobError(str(exc)) from exc
+        finally:
+            imaging.release_freed_memory()  # the decoded original was up to 100 MP
     ctx.progress(80, "storing the thumbnail")
     tkey = thumbnail_key(owner_id, image_id, thumb.data)
     storage.put_bytes(tkey, thumb.data, "image/webp")

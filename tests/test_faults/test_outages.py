@@ -105,11 +105,22 @@ def test_redis_outage_reads_work_submissions_503_no_stale_connection(
     assert before.total() == before.total(200) + before.statuses("submit")[(202, "")], before
     assert stack.redis.count_keys("pffault:rl*") > 0  # the limiter counts in Redis
 
+    job_id = client.get("/api/v1/jobs", headers=owner.headers).json()["items"][0]["id"]
+
     stack.redis.stop()
     during = Tally()
     rounds = run_for(OUTAGE_SECONDS, lambda: traffic_round(client, during, owner, style))
+    # a job's event stream falls back to following the job row
+    events = []
+    with client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=owner.headers) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line)
+            if len(events) == 2:
+                break
     stack.redis.start()
-    print(f"\nRedis stopped ({rounds} rounds): {during}")
+    print(f"\nRedis stopped ({rounds} rounds): {during}; job events: {len(events)} read")
 
     assert during.fivehundreds() == 0, (during, stack.api_log_tail())
     assert during.missing_retry_after == []

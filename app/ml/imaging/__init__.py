@@ -67,6 +67,7 @@ from app.ml.imaging.encode import (
     save_image,
     strip_gps,
 )
+from app.ml.imaging.pngcheck import release_freed_memory
 from app.ml.imaging.probe import ASSUMED_PROFILE, ImageProbe, describe_profile, extract_exif, probe
 from app.ml.imaging.thumbnails import (
     THUMBNAIL_QUALITY,
@@ -121,6 +122,7 @@ __all__ = [
     "open_pil",
     "output_format",
     "probe",
+    "release_freed_memory",
     "save_image",
     "side_by_side",
     "sniff",

@@ -1,5 +1,6 @@
 """Probing an upload: size, format, ICC profile description and readable EXIF, after one safe
-decode of the whole file (see :mod:`app.ml.imaging.decode`)."""
+check of the whole file (see :mod:`app.ml.imaging.decode`): a PNG is checked as a stream without
+decoding its pixels (:mod:`app.ml.imaging.pngcheck`), other formats are decoded once."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from app.ml.imaging.decode import (
     reason,
     too_large,
 )
+from app.ml.imaging.pngcheck import PngStreamError, check_png_stream, release_freed_memory
 
 log = logging.getLogger("picfilter.imaging")
 
@@ -37,11 +39,13 @@ class ImageProbe:
 
 
 def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> ImageProbe:
-    """Decode the whole image once (safely) and describe it; ``width`` and ``height`` are as
-    displayed (after the EXIF orientation).
+    """Check the whole image once (safely) and describe it; the dimensions come from the header
+    and are as displayed (after the EXIF orientation).
 
     JPEGs are decoded at 1/8 scale: every entropy-coded byte is still read, so truncation and
-    corruption are found, at a sixty-fourth of the memory.
+    corruption are found, at a sixty-fourth of the memory. PNGs are not decoded at all: their
+    chunks and compressed data are checked as a stream in constant memory. Other formats are
+    decoded whole, and the freed memory is handed back to the system afterwards.
     """
     im = open_image(path, family, max_pixels)
     try:
@@ -50,16 +54,24 @@ def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> Image
         orientation = orientation_of(im)
         exif = extract_exif(im) if want_exif else None
         mode = im.mode
-        if im.format in ("JPEG", "MPO"):
-            im.draft(None, (max(1, width // 8), max(1, height // 8)))
-        try:
-            im.load()
-        except Image.DecompressionBombError as exc:
-            raise too_large(max_pixels, width, height) from exc
-        except Exception as exc:
-            raise ImageDecodeError(f"The image could not be decoded: {reason(exc)}") from exc
+        if family == "png":
+            try:
+                check_png_stream(path)
+            except PngStreamError as exc:
+                raise ImageDecodeError(f"The image could not be decoded: {exc}") from exc
+        else:
+            if im.format in ("JPEG", "MPO"):
+                im.draft(None, (max(1, width // 8), max(1, height // 8)))
+            try:
+                im.load()
+            except Image.DecompressionBombError as exc:
+                raise too_large(max_pixels, width, height) from exc
+            except Exception as exc:
+                raise ImageDecodeError(f"The image could not be decoded: {reason(exc)}") from exc
     finally:
         im.close()
+        if family != "png":
+            release_freed_memory()
     if orientation in (5, 6, 7, 8):  # as displayed, like every size the API reports
         width, height = height, width
     return ImageProbe(
