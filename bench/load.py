@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -49,6 +50,7 @@ from bench.gallery import (
     REDIS_URL,
     SEARCH_WORD,
     TAGS,
+    CpuMeter,
     _db_url,
     _drop_redis_keys,
     _redis_ok,
@@ -271,7 +273,7 @@ def run() -> None:
             worker_cmd += ["--concurrency", "1"]
             worker_log = Path(tmp) / "worker.log"
             with (
-                running_server(api_cmd, env, port, log_path=Path(tmp) / "api.log") as (base, _),
+                running_server(api_cmd, env, port, log_path=Path(tmp) / "api.log") as (base, pid),
                 open(worker_log, "wb") as wlog,
             ):
                 worker = subprocess.Popen(
@@ -279,7 +281,8 @@ def run() -> None:
                     start_new_session=True,
                 )  # fmt: skip
                 try:
-                    _load(base, db_name, seeded, tmp, locust, started, worker_log)
+                    meter = CpuMeter(pid, db_name)
+                    _load(base, db_name, seeded, tmp, locust, started, worker_log, meter)
                 finally:
                     os.killpg(worker.pid, 15)
                     try:
@@ -293,7 +296,14 @@ def run() -> None:
 
 
 def _load(
-    base: str, db_name: str, seeded: Any, tmp: str, locust: str, started: float, wlog: Path
+    base: str,
+    db_name: str,
+    seeded: Any,
+    tmp: str,
+    locust: str,
+    started: float,
+    wlog: Path,
+    meter: CpuMeter,
 ) -> None:
     t = time.perf_counter()
     accounts = prepare_accounts(base)
@@ -324,7 +334,14 @@ def _load(
         "PICFILTER_LOAD_JOBS": str(jobs_file),
     }
     print(f"locust: {USERS} users, {SECONDS:.0f} s ...", flush=True)
+    cpu_before = meter.snapshot()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    server_cpu = meter.used(cpu_before)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    locust_cpu = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
     load_after = os.getloadavg()[0]
     if proc.returncode not in (0, 1):  # 1: some requests failed (reported below)
         raise RuntimeError(f"locust failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -361,6 +378,15 @@ def _load(
         f"{stored} result objects for {done} completed jobs; {retried} ran more than once; "
         f"the last finished {drained:.0f} s after the load"
     )
+    requests = int(total["Request Count"])
+    if server_cpu is not None and requests:
+        per_request = server_cpu / requests * 1000
+        print(
+            f"server CPU: {server_cpu:.1f} s for {requests} requests = {per_request:.1f} ms per "
+            f"request (uvicorn workers + the PostgreSQL backends of the bench database, from "
+            f"/proc; whatever else runs), i.e. at most ~{2000 / per_request:.0f} req/s on 2 "
+            f"otherwise idle cores; locust itself used {locust_cpu:.1f} s of CPU"
+        )
     if latencies:
         print(
             f"job latency (created -> finished): p50 {_percentile(latencies, 50) * 1000:.0f} ms, "
