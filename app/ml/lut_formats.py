@@ -175,7 +175,7 @@ def export_lut(
         return ExportedLUT(data, fmt, spec.ext, spec.content_type, lut.size, level)
     text = _bake_ocio(_unit_domain(lut), _OCIO_BAKER[fmt])
     if fmt == "3dl":
-        header = [f"# {title}", f"# Input encoding: {INPUT_ENCODING}"]
+        header = [f"# {' '.join(title.split())}", f"# Input encoding: {INPUT_ENCODING}"]
         header += [f"# {' '.join(str(c).split())}" for c in comments]
         text = "\n".join(header) + "\n" + text
     return ExportedLUT(text.encode("utf-8"), fmt, spec.ext, spec.content_type, lut.size)

@@ -356,6 +356,22 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     cube = tmp_path / "warm.cube"
     dl_cube.value.save_as(cube)
     assert "LUT_3D_SIZE 33" in cube.read_text()
+    # a HaldCLUT: the sizes become levels and the job is asked for a level
+    export = page.locator("form", has_text="Export as a LUT file")
+    export.get_by_label("Format").select_option("haldclut")
+    assert export.get_by_label("Size").locator("option").first.inner_text() == (
+        "level 8 (64 points per axis)"
+    )
+    assert "darktable" in export.inner_text()
+    page.get_by_role("button", name="Export", exact=True).click()
+    hald_link = page.get_by_role("link", name="Download warm-contrast_hald8.png")
+    hald_link.wait_for(timeout=120_000)
+    with page.expect_download() as dl_hald:
+        hald_link.click()
+    hald = tmp_path / "warm_hald8.png"
+    dl_hald.value.save_as(hald)
+    assert hald.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    export.get_by_label("Format").select_option("cube")
     check_screen(s, "style", shots, findings)
 
     # The owner renames the style and tags it (PATCH), on its page; it stays so after a reload.

@@ -196,3 +196,15 @@ async def test_bad_lut_files_are_422_and_create_nothing(
     assert error["details"]["field"] == "file"
     r = await client.get("/api/v1/styles", params={"owner": "me"}, headers=user.headers)
     assert r.json()["items"] == []
+
+
+def test_the_api_offers_exactly_the_formats_the_library_writes() -> None:
+    from typing import get_args
+
+    from app.ml.lut_formats import EXPORT_FORMATS, HALD_LEVELS
+    from app.schemas.style import ExportRequest
+    from app.services import style_rules
+
+    assert {k: v.ext for k, v in EXPORT_FORMATS.items()} == style_rules.EXPORT_FORMATS
+    assert set(get_args(ExportRequest.model_fields["format"].annotation)) == set(EXPORT_FORMATS)
+    assert style_rules.HALD_LEVELS == HALD_LEVELS

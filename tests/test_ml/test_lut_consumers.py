@@ -26,12 +26,15 @@ from app.ml.lut import LUTStyle
 from app.ml.lut_formats import export_lut, hald_points
 from tests.helpers import (
     INTERPOLATIONS,
+    LUTS,
     ffmpeg_haldclut,
     ffmpeg_lut3d,
     ocio_file_transform,
     photo,
     psnr_vs,
+    require_shared,
     shared_lut,
+    shared_luts,
     write_png16,
 )
 
@@ -111,4 +114,38 @@ def test_consumer_reproduces_the_service_apply(
             f"PSNR {style_name:8s} {fmt:8s} {size:>2} {consumer:6s} {interp:11s} "
             f"{measured[interp]:6.2f} dB"
         )
+    assert all(v >= GOAL_DB for v in measured.values()), measured
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [p.name for p in shared_luts()] or ["(shared data absent)"])
+def test_every_shared_lut_in_every_format(
+    scene: tuple[np.ndarray, Path], tmp_path: Path, name: str
+) -> None:
+    """Every shared commercial LUT (sizes 16, 32, 33; some with DOMAIN_MIN/MAX, values outside
+    [0, 1]), imported as the service imports it and exported at its own size (a HaldCLUT at
+    level 8), through one consumer per format, tetrahedral (the interpolation farthest from the
+    service's trilinear apply)."""
+    require_shared(LUTS / name)
+    image, photo_png = scene
+    image = np.ascontiguousarray(image[::2, ::2])
+    small_png = write_png16(image, photo_png.parent / f"small_{name}.png")
+    model = LUTStyle(shared_lut(name), kind="imported")
+    service = model.apply(image)
+    own = model.lut.size
+    measured = {}
+    for fmt, consumer in [
+        ("cube", "ffmpeg"),
+        ("3dl", "ocio"),
+        ("haldclut", "ffmpeg"),
+        ("spi3d", "ocio"),
+        ("csp", "ocio"),
+    ]:
+        points = hald_points(8) if fmt == "haldclut" else own
+        exported = export_lut(model.bake(points), fmt)
+        lut_file = photo_png.parent / f"{Path(name).stem}_{fmt}.{exported.ext}"
+        lut_file.write_bytes(exported.data)
+        got = _consumer(fmt, consumer)(image, small_png, lut_file, "tetrahedral")
+        measured[f"{fmt}/{consumer}"] = psnr_vs(service, got)
+    print(f"PSNR {name:28s} " + " ".join(f"{k} {v:.2f}" for k, v in measured.items()))
     assert all(v >= GOAL_DB for v in measured.values()), measured

@@ -16,11 +16,10 @@ const MODEL_HELP = {
 };
 const EXPORT_HELP = {
   cube: "Adobe/Resolve .cube: DaVinci Resolve (LUTs folder), Premiere Pro and After Effects (Lumetri > Creative > Look), Photoshop (Color Lookup layer), OBS (Apply LUT filter), ffmpeg (-vf lut3d=file.cube), darktable (lut 3D module), Final Cut Pro (Custom LUT).",
-  haldclut: "HaldCLUT .png: ImageMagick (-hald-clut), darktable and RawTherapee film simulation, GIMP with G'MIC.",
-  "3dl": ".3dl: Autodesk Flame/Lustre, Nuke, Premiere Pro.",
+  haldclut: "HaldCLUT .png (16-bit): darktable (lut 3D) and RawTherapee (film simulation), GIMP with G'MIC, ImageMagick (-hald-clut), ffmpeg (haldclut filter).",
+  "3dl": ".3dl: Autodesk Flame/Lustre, Nuke, OpenColorIO; ffmpeg's lut3d reads the 17-point one.",
   spi3d: ".spi3d: OpenColorIO configs, Nuke, Blender, Krita.",
-  csp: ".csp (cineSpace): Nuke, Resolve, Scratch.",
-  icc: "ICC profile: Photoshop (Color Lookup > Abstract), Capture One, any ICC-aware app.",
+  csp: ".csp (cineSpace): OpenColorIO configs, Nuke, Resolve.",
 };
 
 function page(title, ...children) {
@@ -261,7 +260,7 @@ async function stylesView() {
   const idesc = h("textarea", { rows: 2, maxlength: 5000 });
   const itags = h("input", { maxlength: 900 });
   const imp = h("form.card", { "aria-labelledby": "imp-h" }, h("h2", { id: "imp-h" }, "Import a LUT file as a style"),
-    field("LUT file", file, "A .cube 3D LUT from Resolve, Photoshop, a LUT pack..."), field("Name", iname), field("Description (optional)", idesc),
+    field("LUT file", file, "A .cube or .3dl 3D LUT, or a HaldCLUT .png (from Resolve, Photoshop, RawTherapee, a LUT pack...)"), field("Name", iname), field("Description (optional)", idesc),
     field("Tags (optional)", itags, "Separate tags with commas."), field("Who can see it", ivis),
     impMsg.el, h("button.primary", { type: "submit" }, "Import"));
   file.addEventListener("change", () => { if (!iname.value && file.files[0]) iname.value = file.files[0].name.replace(/\.[^.]+$/, ""); });
@@ -369,21 +368,30 @@ function exportPanel(st) {
   const fmt = h("select"); const size = h("select");
   const help = h("p.hint", { "aria-live": "polite" });
   const out = h("div");
-  Promise.all([schemaEnum("ExportRequest", "format"), schemaEnum("ExportRequest", "size")]).then(([f, s]) => {
-    const formats = (f && f.values.length ? f.values : ["cube"]);
-    const sizes = (s && s.values.length ? s.values : [17, 33, 65]);
-    clear(fmt, formats.map((v) => h("option", { value: v }, v)));
-    clear(size, sizes.map((v) => h("option", { value: v, selected: v === (s && s.default || 33) }, `${v} points per axis`)));
+  // a HaldCLUT's size is its level (level^2 points per axis); the other formats take a size
+  let sizes = [17, 33, 65]; let sizeDefault = 33; let levels = [8, 12, 16];
+  const fillSizes = () => {
+    const hald = fmt.value === "haldclut";
+    clear(size, (hald ? levels : sizes).map((v) => h("option", { value: v, selected: v === (hald ? levels[0] : sizeDefault) },
+      hald ? `level ${v} (${v * v} points per axis)` : `${v} points per axis`)));
     help.textContent = EXPORT_HELP[fmt.value] || "";
+  };
+  Promise.all([schemaEnum("ExportRequest", "format"), schemaEnum("ExportRequest", "size"), schemaEnum("ExportRequest", "level")]).then(([f, s, l]) => {
+    const formats = (f && f.values.length ? f.values : ["cube"]);
+    if (s && s.values.length) { sizes = s.values; sizeDefault = s.default || 33; }
+    if (l && l.values.length) levels = l.values.filter((v) => v !== null);
+    clear(fmt, formats.map((v) => h("option", { value: v }, v)));
+    fillSizes();
   });
-  fmt.addEventListener("change", () => { help.textContent = EXPORT_HELP[fmt.value] || ""; });
+  fmt.addEventListener("change", fillSizes);
   const btn = h("button.primary", { type: "submit" }, "Export");
   const form = h("form.card", { "aria-labelledby": "exp-h" }, h("h2", { id: "exp-h" }, "Export as a LUT file"),
     field("Format", fmt), help, field("Size", size, "33 suits most tools; 65 is finer and larger."), msg.el, btn, out);
   form.addEventListener("submit", async (e) => {
     e.preventDefault(); msg.clear(); btn.disabled = true;
     try {
-      const job = await api("POST", `/styles/${st.id}/export`, { size: +size.value, format: fmt.value });
+      const body = fmt.value === "haldclut" ? { format: fmt.value, level: +size.value } : { format: fmt.value, size: +size.value };
+      const job = await api("POST", `/styles/${st.id}/export`, body);
       const row = progressRow("Export progress"); clear(out, row.el);
       const done = await follow(job, row, 1000);
       if (done.status !== "completed") throw new Error(done.error || done.status);
