@@ -93,9 +93,13 @@ photos and looks; 5 test photos at <= 1024 px): cold_shadows 0.57 -> 0.40, color
 Clipping alone costs 0.00-0.05 dE00 on LUT-made looks (their fits overshoot [0, 1] at the gamut
 edges in a way that helps in-range colors).
 
-Time: a fit honours ``time_budget_s`` in its conjugate-gradient passes; the rest (pixel
-selection, matrices, safety) costs ~2-3 s at 3 x 1024 px on the loaded machine (a 1 s budget
-took 3.5 s plus a one-time 3.5 s colour-science import). Unconstrained fits take 5-20 s there.
+Time: a fit honours ``time_budget_s`` in its conjugate-gradient passes and starts no
+refinement pass past it; the rest (pixel selection, normal matrices, safety) is linear in pixels,
+so a budget under :data:`SHORT_BUDGET_S` (8 s) fits on proportionally fewer pixels (at least
+:data:`MIN_PIXELS`), and the per-cell balanced subsample draws each pixel with probability
+min(1, cap / cell count) instead of sorting every pixel by cell. Measured at 3 x 1200 px on the
+loaded 2-core machine (load 7): a 3 s budget took 9.4 s before, 4.6 s after; a 1 s budget 2.1 s.
+Unconstrained fits take 5-20 s there.
 
 Opt-in knobs measured before the safety step (see :class:`DLUTOptions`), all solved inside the
 same conjugate-gradient passes: ``bound_weight`` (entries outside [0, 1] penalized, then
@@ -136,6 +140,7 @@ __all__ = [
     "fit_lut",
     "interpolation_gap",
     "lattice_gain",
+    "bound_photo_gain",
     "make_safe",
     "trilinear_matrix",
 ]
@@ -147,6 +152,10 @@ SAFE_GAIN = 5.0  # lattice gain bound at SAFE_QUANTILE (film looks reach 4.3, th
 SAFE_QUANTILE = 0.99  # real film LUTs reach 3.7-7.7 at 0.999, 1.5-4.3 at 0.99
 SAFE_GAP = 0.5 / 255.0  # mean tetrahedral-vs-trilinear gap at cell centres (output units)
 SAFE_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+SHORT_BUDGET_S = 8.0  # budgets below this fit on proportionally fewer pixels ...
+MIN_PIXELS = 40_000  # ... but not fewer than this
+PHOTO_GAIN = 3.6  # p99.9 local gain bound on the photos a style was learned from (goal: 4)
+PHOTO_SIDE = 512  # long side at which bound_photo_gain measures them
 
 
 @dataclass
@@ -455,11 +464,16 @@ def fit_lut(
     cell = (idx[:, 0] * nb + idx[:, 1]) * nb + idx[:, 2]
     counts = np.bincount(cell, minlength=nb**3).astype(np.float64)
     cell_w = counts[cell] ** -float(opts.balance) if opts.balance > 0 else np.ones(cell.size)
-    if opts.max_pixels and src.shape[0] > opts.max_pixels:
+    limit = opts.max_pixels
+    if limit and time_budget_s < SHORT_BUDGET_S:
+        # building the normal matrices is linear in pixels and is not stopped by the deadline:
+        # a short budget (auto's fold fits) works on proportionally fewer of them
+        limit = max(MIN_PIXELS, int(limit * time_budget_s / SHORT_BUDGET_S))
+    if limit and src.shape[0] > limit:
         # per-cell balanced subsample: every color cell keeps up to ``cap`` random pixels (all of
         # a rare color's), each reweighted so the cell keeps its total weight; a uniform random
         # subset lost the rare colors (ml_quality 0.57 -> 0.59 / 0.81 -> 0.90 at 250k pixels)
-        keep = _balanced_subset(cell, counts, opts.max_pixels, opts.seed)
+        keep = _balanced_subset(cell, counts, limit, opts.seed)
         kept = np.bincount(cell[keep], minlength=nb**3).astype(np.float64)
         src, dst = src[keep], dst[keep]
         w = w[keep] * cell_w[keep] * counts[cell[keep]] / kept[cell[keep]]
@@ -529,6 +543,8 @@ def fit_lut(
         passes = 1 + (opts.refine_passes if final else 0)
         level_budget = (deadline - time.perf_counter()) * (1.0 if final else 0.3)
         for k in range(passes):
+            if k > 0 and time.perf_counter() > deadline:
+                break  # refinement passes rebuild the normal matrices: not past the budget
             mats = []
             rhs = np.empty_like(x)
             pw = w * hub
@@ -732,9 +748,77 @@ def make_safe(
     return out, info
 
 
+def bound_photo_gain(
+    lut: LUT3D,
+    photos: list[np.ndarray],
+    *,
+    max_gain: float = PHOTO_GAIN,
+    max_side: int = PHOTO_SIDE,
+) -> tuple[LUT3D, dict[str, Any]]:
+    """Bound the local gain a table gives on real photos, not only on its lattice.
+
+    :func:`make_safe` bounds the lattice's 99th percentile; a photo's 99.9th percentile can
+    still exceed it where the photo's colors sit in the steepest cells (measured: a
+    ``transfer`` style at lattice p99 3.4 gave p99.9 4.11 on one of its own photos). Here the
+    p99.9 :func:`app.ml.metrics.local_gain` of ``lut`` on each of ``photos`` (HxWx3 float in
+    [0, 1], measured at ``max_side`` px) must be at most ``max_gain``: while it is not, the
+    residual over the identity is smoothed (the :data:`SAFE_SIGMAS` ladder), then blended toward
+    the identity (steps of 10 %). Returns the table and ``{"gain_before", "gain_after",
+    "sigma", "blend"}``."""
+    from scipy.ndimage import gaussian_filter
+
+    from app.ml.metrics import local_gain
+
+    small = []
+    for img in photos:
+        h, w = img.shape[:2]
+        step = max(1, int(np.ceil(max(h, w) / max_side)))
+        small.append(np.ascontiguousarray(np.asarray(img, np.float32)[::step, ::step]))
+
+    def worst(table: np.ndarray) -> float:
+        cand = LUT3D(table.astype(np.float32), domain_min=lut.domain_min, domain_max=lut.domain_max)
+        return max(
+            (float(local_gain(p, np.clip(cand.apply(p), 0.0, 1.0))["p999"]) for p in small),
+            default=0.0,
+        )
+
+    base = np.asarray(lut.table, np.float64)
+    n = base.shape[0]
+    ident = identity_table(n).astype(np.float64)
+    gain = worst(base)
+    info: dict[str, Any] = {"gain_before": round(gain, 3), "sigma": 0.0, "blend": 1.0}
+    out = base
+    scale = (n - 1) / 32.0
+    for sigma in SAFE_SIGMAS[:5]:
+        if gain <= max_gain:
+            break
+        smooth = np.stack(
+            [
+                gaussian_filter(base[..., c] - ident[..., c], sigma * scale, mode="nearest")
+                for c in range(3)
+            ],
+            axis=-1,
+        )
+        out = np.clip(ident + smooth, 0.0, 1.0)
+        gain = worst(out)
+        info["sigma"] = sigma
+    smoothed = out
+    for blend in np.arange(0.9, -0.05, -0.1):
+        if gain <= max_gain:
+            break
+        out = ident + float(blend) * (smoothed - ident)
+        gain = worst(out)
+        info["blend"] = round(float(blend), 2)
+    info["gain_after"] = round(gain, 3)
+    if out is base:
+        return lut, info
+    table = out.astype(np.float32)
+    return LUT3D(table, domain_min=lut.domain_min, domain_max=lut.domain_max, title=lut.title), info
+
+
 def _balanced_subset(cell: np.ndarray, counts: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Sorted indices of at most ~``limit`` pixels: up to ``cap`` random ones per color cell,
-    ``cap`` the largest that keeps the total within ``limit``."""
+    """Sorted indices of about ``limit`` pixels: about ``cap`` random ones per color cell (all of a
+    cell with fewer), ``cap`` the largest that keeps the expected total within ``limit``."""
     c = np.sort(counts[counts > 0])
     cum = np.concatenate([[0.0], np.cumsum(c)])
     # total kept at cap k: sum(min(c, k)) = cum[j] + k * (len - j), j = cells with c < k
@@ -746,11 +830,11 @@ def _balanced_subset(cell: np.ndarray, counts: np.ndarray, limit: int, seed: int
             lo = mid
         else:
             hi = mid - 1
-    order = np.random.default_rng(seed).permutation(cell.size)
-    order = order[np.argsort(cell[order], kind="stable")]
-    first = np.searchsorted(cell[order], cell[order], side="left")
-    rank = np.arange(order.size) - first
-    return np.sort(order[rank < lo])
+    # each pixel kept with probability min(1, cap / count of its cell): the expected count per
+    # cell is min(count, cap) without sorting millions of pixels by cell (a stable argsort took
+    # ~1 s of a 3 s budget on 3 x 1200 px)
+    rng = np.random.default_rng(seed)
+    return np.flatnonzero(rng.random(cell.size) * counts[cell] < lo)
 
 
 def _monotonic_refine(

@@ -498,6 +498,17 @@ class _Fitter:
                 self.report(lo, f"out of memory; retrying at working size {self.long_side} px")
 
 
+def _outer_selection(model: str, opts: dict[str, Any], n_pairs: int) -> dict[str, Any]:
+    """``opts`` for one model's fits inside a k-fold learn. ``nilut``'s own "fine-tuned or
+    identity" leave-one-photo-out (``select="auto"``) repeats, nested in every fold, what the
+    outer holdout and :func:`best_strength` (strength 0 = identity) already decide, and it spent
+    75 % of each fold's share on it: with auto's shares (~4 s a fold) every fold came out as the
+    identity. With 2+ pairs it fits the network directly unless the caller chose ``select``."""
+    if model == "nilut" and n_pairs >= 2 and "select" not in opts:
+        return {**opts, "select": "fine_tuned"}
+    return opts
+
+
 def _folds(n_pairs: int) -> list[list[int]]:
     """Photo indices held out by each fold: k = min(HOLDOUT_FOLDS, n) folds, photo i in fold
     i mod k (no folds for one pair)."""
@@ -740,6 +751,7 @@ def learn_style(
         outcome, auto = _learn_auto(floats, opts, seed, dev, report, deadline)
     else:
         long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE[model]))
+        opts = _outer_selection(model, opts, len(floats))
         fitter = _Fitter(model, floats, opts, long_side, seed, dev, report, {})
         n_folds = len(_folds(len(floats)))
         mid = 0.05 + 0.85 * n_folds / (n_folds + 1)
@@ -784,20 +796,24 @@ def _learn_auto(
     """``auto``: every candidate's k-fold holdout (2+ pairs), then the final fit of the best one
     only; with one pair every candidate is fitted and judged on the held-out pixels of its photo.
     Candidates run in order, each with an equal share of the time left (a fast one leaves its
-    unused share to the next); one fit's share is kept for the final fit."""
+    unused share to the next); the final fit keeps one candidate's share (1 / (candidates + 1) of
+    the budget) plus whatever the candidates left unused."""
     names = list(dict.fromkeys(opts.pop("candidates", AUTO_CANDIDATES)))
     long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE["dlut"]))
     init = opts.pop("init_weights", None)
     n = len(floats)
     folds = _folds(n)
     cache: dict[int, list[TrainingPair]] = {}
-    reserve = (deadline - time.perf_counter()) / (len(names) * len(folds) + 1) if folds else 0.0
+    # the final fit is what the user gets: it keeps one candidate's share of the budget (it had
+    # one fold's share, ~4 s of 60, and a nilut final fit in 3 s stayed at its identity start)
+    reserve = (deadline - time.perf_counter()) / (len(names) + 1) if folds else 0.0
     outcomes: dict[str, _Outcome] = {}
     candidates: dict[str, dict[str, Any]] = {}
     for j, name in enumerate(names):
         cand_opts: dict[str, Any] = {"seed": seed}
         if name == "adaptive_3dlut" and init is not None:
             cand_opts["init_weights"] = init
+        cand_opts = _outer_selection(name, cand_opts, n)
         fitter = _Fitter(name, floats, cand_opts, long_side, seed, dev, report, cache)
         share = (deadline - time.perf_counter() - reserve) / (len(names) - j)
         lo, hi = 0.05 + 0.8 * j / len(names), 0.05 + 0.8 * (j + 1) / len(names)
@@ -824,6 +840,8 @@ def _learn_auto(
             "strength": out.strength,
             "seconds": round(out.seconds, 3),
         }
+        if folds:
+            candidates[name]["per_photo_psnr"] = out.metrics["holdout"]["per_photo_psnr"]
     chosen = min(outcomes, key=lambda k: (outcomes[k].score, names.index(k)))
     best = outcomes[chosen]
     if folds:

@@ -540,3 +540,50 @@ def test_learn_style_checks_options(model: str, options: dict[str, Any], field: 
         learn_style(model, [pair(1)], options=options)
     assert info.value.field == field
     assert isinstance(info.value, LearnInputError)
+
+
+def test_nilut_inside_a_holdout_fits_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 2+ pairs the outer holdout and the strength decide "style or nothing": nilut's own
+    nested selection (which left auto's short folds at the identity) is switched off, unless the
+    caller chose one; with one pair nilut keeps it."""
+    seen: list[dict[str, Any]] = []
+
+    def nilut(pairs: list[TrainingPair], **kwargs: Any) -> Any:
+        seen.append(dict(kwargs["options"]))
+        return LUTStyle(look(), kind="nilut")
+
+    monkeypatch.setitem(learn.fitters, "nilut", nilut)
+    learn_style("nilut", [pair(1), pair(2)], time_budget_s=10)
+    assert seen
+    assert all(o["select"] == "fine_tuned" for o in seen)
+    seen.clear()
+    learn_style("auto", [pair(1), pair(2)], options={"candidates": ["nilut"]}, time_budget_s=10)
+    assert seen
+    assert all(o["select"] == "fine_tuned" for o in seen)
+    seen.clear()
+    learn_style("nilut", [pair(1), pair(2)], options={"select": "auto"}, time_budget_s=10)
+    assert all(o["select"] == "auto" for o in seen)
+    seen.clear()
+    learn_style("nilut", [pair(1)], time_budget_s=10)
+    assert all("select" not in o for o in seen)
+
+
+def test_auto_never_ends_worse_than_doing_nothing_on_inconsistent_pairs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Edits that contradict each other (half brightened, half darkened) and a candidate that
+    harms (inverts colors): whatever auto keeps is no further from the held-out photos than
+    doing nothing, and the final style is the chosen candidate at that strength."""
+    monkeypatch.setitem(learn.fitters, "nilut", inverting_fitter)
+    record_dlut_budgets(monkeypatch)
+    result = learn_style(
+        "auto", contrary_pairs(), options={"candidates": ["nilut", "dlut"]}, time_budget_s=40
+    )
+    m = result.metrics
+    assert m["holdout"]["delta_e2000_mean"] <= m["identity_holdout"]["delta_e2000_mean"]
+    for cand in m["auto"]["candidates"].values():
+        assert len(cand["per_photo_psnr"]) == 4
+    assert (
+        m["holdout"]["delta_e2000_mean_full_strength"] > m["identity_holdout"]["delta_e2000_mean"]
+    )
+    assert m["strength"] < 0.5

@@ -17,9 +17,11 @@ import pytest
 
 from app.ml.base import TrainingPair
 from app.ml.dlut import (
+    PHOTO_GAIN,
     SAFE_GAIN,
     SAFE_GAP,
     SAFE_QUANTILE,
+    bound_photo_gain,
     fit,
     interpolation_gap,
     lattice_gain,
@@ -169,6 +171,32 @@ def test_make_safe_leaves_a_smooth_look_alone() -> None:
     safe, info = make_safe(table)
     assert info["sigma"] == 0.0
     np.testing.assert_allclose(safe, table)
+
+
+def test_bound_photo_gain_bounds_a_steep_table_on_its_photos() -> None:
+    """A table steep where one photo's colors are (a posterizing step in the mid greys) passes
+    the lattice's p99 but tears that photo apart: the photo check smooths it until it does not."""
+    n = 33
+    x = identity_table(n).astype(np.float64)
+    lum = x.mean(axis=-1, keepdims=True)
+    step = 0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0)  # a cliff at mid grey
+    table = np.clip(x + 0.25 * (step - lum), 0.0, 1.0)
+    ramp = np.linspace(0.3, 0.7, 48)  # ~0.8 ΔE76 between neighbours
+    photo = np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
+    lut = LUT3D(table.astype(np.float32))
+    before = local_gain(photo, np.clip(lut.apply(photo), 0, 1))["p999"]
+    assert before > PHOTO_GAIN
+    safe, info = bound_photo_gain(lut, [photo])
+    after = local_gain(photo, np.clip(safe.apply(photo), 0, 1))["p999"]
+    assert after <= PHOTO_GAIN
+    assert info["gain_before"] > PHOTO_GAIN >= info["gain_after"]
+    assert safe.table.min() >= 0.0
+    assert safe.table.max() <= 1.0
+    # a gentle look is left as it is
+    gentle = LUT3D(np.clip(x**0.9, 0, 1).astype(np.float32))
+    same, info = bound_photo_gain(gentle, [photo])
+    assert same is gentle
+    assert info["sigma"] == 0.0
 
 
 def test_colour_science_axis_order_matches_ours() -> None:
