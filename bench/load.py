@@ -393,6 +393,15 @@ def _load(
             f"p95 {_percentile(latencies, 95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, "
             f"mean {statistics.fmean(latencies) * 1000:.0f} ms"
         )
+    rps, errors = float(total["Requests/s"]), int(total["Failure Count"])
+    gallery_p95 = float(gallery["95%"]) if gallery else float("nan")
+    every_job = done == len(ids)
+    print(
+        f"goal (issue 14): 0 errors {'met' if errors == 0 else 'MISSED'} ({errors}); gallery p95 "
+        f"<= 100 ms {'met' if gallery_p95 <= 100 else 'MISSED'} ({gallery_p95:.0f} ms); >= 200 "
+        f"req/s {'met' if rps >= 200 else 'MISSED'} ({rps:.1f}); every job done "
+        f"{'met' if every_job else 'MISSED'} ({done}/{len(ids)})"
+    )
     for failure in failures[:10]:
         print(f"  failure: {failure.get('Method')} {failure.get('Name')}: "
               f"{failure.get('Error')} x{failure.get('Occurrences')}")  # fmt: skip
