@@ -30,8 +30,9 @@ Resolve-style files and raises without line numbers. OpenColorIO reads a 65^3 ``
 hands back a processor rather than the table (getting the lattice means sampling it). Here the
 data block is parsed with NumPy (``np.fromstring``) and validated with vectorized byte scans, and
 writing formats the digits with NumPy: a 65^3 file reads and writes in well under 0.3 s
-(``python -m bench cube_io`` prints the measured times). Other formats (``.3dl``, ``.csp``,
-``.spi3d``, ...) are read through OpenColorIO in :func:`read_lut`.
+(``python -m bench cube_io`` prints the measured times). ``.3dl`` and HaldCLUT PNGs are
+:mod:`app.ml.lut_formats`; other formats (``.csp``, ``.spi3d``, ...) are read through OpenColorIO
+in :func:`read_lut`.
 
 Example::
 
@@ -553,13 +554,18 @@ def write_cube(
 # other formats through OpenColorIO
 # ---------------------------------------------------------------------------------------------
 def read_lut(path: os.PathLike[str], *, size: int = BAKE_SIZE) -> LUT3D:
-    """Read any LUT file: ``.cube`` with :func:`read_cube_file`, other formats OpenColorIO knows
-    (``.3dl``, ``.csp``, ``.spi3d``, ``.spi1d``, ``.clf``, ...) by evaluating OpenColorIO's
+    """Read any LUT file: ``.cube`` with :func:`read_cube_file`, ``.3dl`` and HaldCLUT ``.png``
+    with :func:`app.ml.lut_formats.read_lut_file` (their own lattice), other formats
+    OpenColorIO knows (``.csp``, ``.spi3d``, ``.spi1d``, ``.clf``, ...) by evaluating OpenColorIO's
     processor on a ``size``^3 lattice over [0, 1] (an approximation when the file's own lattice
     differs). ``path`` is a :class:`~pathlib.Path`; a ``str`` is a TypeError."""
     p = require_path(path, "a LUT file")
     if p.suffix.lower() == ".cube":
         return read_cube_file(p)
+    if p.suffix.lower() in (".3dl", ".png"):  # the file's own table (app.ml.lut_formats)
+        from app.ml.lut_formats import read_lut_file
+
+        return read_lut_file(p)
     if not p.is_file():
         raise ValueError(f"{p}: not a regular file")
     try:

@@ -349,9 +349,13 @@ def test_read_lut_dispatches_and_uses_opencolorio(tmp_path: Path) -> None:
     lut = read_lut(spi, size=5)
     x = np.random.default_rng(7).random((100, 3)).astype(np.float32)
     np.testing.assert_allclose(lut.apply(x), x * [0.5, 1, 1], atol=1e-5)
-    bad = tmp_path / "c.3dl"
+    bad = tmp_path / "c.csp"
     bad.write_text("not a lut\n")
     with pytest.raises(ValueError, match="cannot read LUT file"):
+        read_lut(bad)
+    bad = tmp_path / "c.3dl"  # .3dl is app.ml.lut_formats' own parser (issue 12)
+    bad.write_text("not a lut\n")
+    with pytest.raises(ValueError, match="line 1: expected the mesh line"):
         read_lut(bad)
 
 

@@ -119,9 +119,27 @@ def test_ocio_formats_read_back_through_opencolorio(tmp_path: Path, fmt: str, ex
     out = export_lut(lut, fmt)
     path = tmp_path / f"look.{ext}"
     path.write_bytes(out.data)
-    back = read_lut(path, size=17)  # OpenColorIO's reader, sampled on the same lattice
+    back = _ocio_table(path, 17)
     tolerance = 0.5 / 4095 + 1e-6 if fmt == "3dl" else 1e-6
-    assert np.abs(back.table - lut.table).max() <= tolerance
+    assert np.abs(back - lut.table).max() <= tolerance
+
+
+def _ocio_table(path: Path, size: int) -> np.ndarray:
+    """The table OpenColorIO's reader applies (FileTransform, linear) on a ``size``^3 lattice."""
+    lattice = LUT3D.identity(size).table
+    image = np.ascontiguousarray(lattice.reshape(-1, 1, 3) * 255.0)
+    return ocio_file_transform(path, "trilinear", image).reshape(lattice.shape)
+
+
+def test_read_lut_takes_3dl_and_haldclut_files_at_their_own_size(tmp_path: Path) -> None:
+    lut = _look(17)
+    for name, fmt in (("look.3dl", "3dl"), ("look.png", "haldclut")):
+        table = lut if fmt == "3dl" else lut.resample(16)
+        path = tmp_path / name
+        path.write_bytes(export_lut(table, fmt).data)
+        back = read_lut(path)
+        assert back.size == table.size
+        assert np.abs(back.table - table.table).max() <= 0.5 / 4095 + 1e-6
 
 
 def test_a_cube_domain_is_baked_into_formats_without_one(tmp_path: Path) -> None:
