@@ -44,6 +44,29 @@ async def test_readyz_names_the_dependency_that_is_down(migrated) -> None:
     assert err["details"]["checks"]["database"] == "unavailable"
 
 
+async def test_redis_down_is_degraded_and_the_rate_limiter_fails_open(migrated, caplog) -> None:
+    """Redis unreachable (a closed port): reads still answer (the limiter lets them through and
+    says so in the log) and /readyz is 200 "degraded", naming the cache. The full outage, with a
+    real Redis stopped and started again, is tests/test_faults/test_outages.py."""
+    from app.main import create_app
+
+    broken = migrated.model_copy(
+        update={"redis_url": "redis://127.0.0.1:1/0", "rate_limit_enabled": True}
+    )
+    app = create_app(broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            reads = [(await c.get("/api/v1/styles")).status_code for _ in range(3)]
+            r = await c.get("/readyz")
+    assert reads == [200, 200, 200]
+    assert "rate-limit store unavailable" in caplog.text
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "degraded"
+    assert r.json()["checks"]["cache"] == "unavailable"
+    assert r.json()["checks"]["database"] == "ok"
+
+
 async def test_unknown_route_and_method_use_the_error_shape(client) -> None:
     r = await client.get("/api/v1/nope")
     assert r.status_code == 404

@@ -148,3 +148,59 @@ def test_four_concurrent_99mp_confirms_stay_bounded(stack: FaultStack) -> None:
     worker.proc.terminate()
     worker.proc.wait(timeout=60)
     client.close()
+
+
+def flat_tiff(width: int, height: int, seed: int) -> bytes:
+    """A deflate-compressed RGB TIFF (small file, ``width x height x 3`` bytes decoded)."""
+    import io
+
+    from PIL import Image
+
+    im = Image.new("RGB", (width, height), (30 + seed, 120, 200))
+    buf = io.BytesIO()
+    im.save(buf, "TIFF", compression="tiff_adobe_deflate")
+    im.close()
+    return buf.getvalue()
+
+
+def test_decode_concurrency_setting_bounds_peak_memory(stack: FaultStack) -> None:
+    """Formats that are decoded whole at confirm (here TIFF) are decoded at most
+    ``IMAGE_DECODE_CONCURRENCY`` at a time: four concurrent confirms of 40 MP TIFFs (114 MiB
+    decoded each) peak near one decode with 1, near four with 4."""
+    width, height = 8_000, 5_000
+    decoded = width * height * 3 // 1024  # KiB
+    tiffs = [flat_tiff(width, height, seed) for seed in range(4)]
+    peaks: dict[int, tuple[int, int]] = {}
+    for slots in (1, 4):
+        stack.stop_api()
+        api = stack.start_api(IMAGE_DECODE_CONCURRENCY=str(slots))
+        client = httpx.Client(base_url=stack.api_url, timeout=300)
+        user = register(client)
+        warm = upload(client, user, encode(synthetic_photo(64, 48)))
+        assert client.post(f"/api/v1/images/{warm}/confirm", headers=user.headers).is_success
+        ids = [upload(client, user, t, "image/tiff") for t in tiffs]
+        base = settle(api)
+
+        def confirm(image_id: str, user: Any = user) -> httpx.Response:
+            with httpx.Client(base_url=stack.api_url, timeout=300) as c:
+                return c.post(f"/api/v1/images/{image_id}/confirm", headers=user.headers)
+
+        with Sampler(api) as peak, ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(confirm, ids))
+        assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+        peaks[slots] = (peak.peak - base, settle(api) - base)
+        client.close()
+    print(
+        f"\n4 concurrent confirms of {width}x{height} TIFFs ({decoded // MIB} MB decoded each): "
+        + "; ".join(
+            f"IMAGE_DECODE_CONCURRENCY={n}: peak +{p // MIB} MB, after +{a // MIB} MB"
+            for n, (p, a) in peaks.items()
+        )
+    )
+    one, four = peaks[1], peaks[4]
+    assert one[0] < 1.7 * decoded, peaks  # one decode at a time (and its conversions)
+    assert four[0] > 2.2 * decoded, peaks  # the setting is what bounds it
+    assert one[1] < 60 * MIB, peaks
+    assert four[1] < 60 * MIB, peaks
+    stack.stop_api()
+    stack.start_api()

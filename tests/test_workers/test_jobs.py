@@ -183,6 +183,57 @@ async def test_a_long_silent_job_keeps_beating_and_is_not_swept(
         live_worker.start()
 
 
+async def test_sweep_resends_a_queued_job_whose_message_was_lost(
+    client, user, live_worker: WorkerProcess
+) -> None:
+    """A job row committed whose task never reached the broker (a send that failed after the
+    commit): the sweep sends it again once it has been queued too long, and it runs once."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from app.config import Settings
+    from app.db import SyncDatabase
+    from app.models import Job, JobStatus
+    from app.services.job_service import sweep_stuck_jobs
+    from tests.selftest_job import DEFAULTS, SELFTEST_QUEUE
+
+    # Only rows older than 2001 count here, so other tests' rows are never touched.
+    ages = 365 * 86400 * (datetime.now(UTC).year - 2001)
+    short = Settings(  # type: ignore[call-arg]
+        **{"job_resend_queued_after_seconds": ages, "job_stuck_after_seconds": ages},
+        _env_file=None,
+    )
+    db = SyncDatabase(short)
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+
+    def arrange() -> uuid.UUID:
+        with db.session() as s:
+            job = Job(
+                id=uuid.uuid4(),
+                owner_id=uuid.UUID(user.id),
+                type=SELFTEST_TYPE,
+                status=JobStatus.queued,
+                progress=0,
+                attempts=0,
+                params={**DEFAULTS, "steps": 1},
+                queue=SELFTEST_QUEUE,
+                created_at=long_ago,
+                updated_at=long_ago,
+            )
+            s.add(job)  # and no task is sent
+            return job.id
+
+    job_id = await asyncio.to_thread(arrange)
+    counts = await asyncio.to_thread(sweep_stuck_jobs, db, short, resend)
+    again = await asyncio.to_thread(sweep_stuck_jobs, db, short, resend)
+    db.dispose()
+    assert counts == {"requeued": 0, "failed": 0, "resent": 1}
+    assert again["resent"] == 0  # re-sent once: its clock restarted
+    done = await wait_for_job(client, user, str(job_id), timeout=60, worker=live_worker)
+    assert done["status"] == "completed", done
+    assert done["attempts"] == 1
+
+
 async def test_sweep_fails_a_learn_job_out_of_attempts_and_settles_its_style(
     client, user, settings
 ) -> None:
