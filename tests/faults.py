@@ -64,11 +64,15 @@ def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTER
 
 
 class PrivateRedis:
-    """``redis-server`` on a free port, no persistence (a restart empties it, as a crash would)."""
+    """``redis-server`` on a free port, persisted like production's (docker-compose.yml runs it
+    with ``--appendonly yes``): sessions live there, so a Redis that came back empty would log
+    every user out, which is not the outage these tests are about."""
 
     def __init__(self, log_dir: Path) -> None:
         self.port = free_port()
         self.log_dir = log_dir
+        self.data_dir = log_dir / "redis-data"
+        self.data_dir.mkdir(exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,7 +91,9 @@ class PrivateRedis:
                     "--save",
                     "",
                     "--appendonly",
-                    "no",
+                    "yes",
+                    "--dir",
+                    str(self.data_dir),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

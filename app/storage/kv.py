@@ -23,6 +23,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+#: What a store operation raises when the store cannot be reached (Redis down or too slow);
+#: the API answers 503 ``cache_unavailable`` for it unless a caller chooses to carry on.
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+
 #: Seconds a pooled Redis connection may sit idle before it is checked (PING) on its next use.
 REDIS_HEALTH_CHECK_SECONDS = 10
 
