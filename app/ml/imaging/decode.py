@@ -35,6 +35,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import IO
@@ -133,9 +134,26 @@ def heif_flavour(head: bytes) -> str:
 
 
 # ---- opening --------------------------------------------------------------------------------
-def _set_limit(max_pixels: int) -> None:
-    if Image.MAX_IMAGE_PIXELS != max_pixels:
+_LIMIT_LOCK = threading.Lock()
+
+
+def _open_with_limit(
+    fp: os.PathLike[str] | IO[bytes], max_pixels: int, formats: tuple[str, ...] | None
+) -> Image.Image:
+    """``Image.open`` with Pillow's bomb check at ``max_pixels`` for this call only.
+
+    Pillow reads the limit from a process-wide global (``Image.MAX_IMAGE_PIXELS``) when it opens
+    a file and nowhere else; setting it for good would let one caller's small limit (a learn
+    with a few-megapixel cap, say) refuse every other caller's photos in the same process. So it
+    is set under a lock around the open and put back at once.
+    """
+    with _LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            return Image.open(fp, formats=list(formats) if formats else None)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def too_large(
@@ -181,9 +199,8 @@ def open_pil(
         fp = require_path(source, "image")
     else:
         fp = source
-    _set_limit(max_pixels)
     try:
-        im = Image.open(fp, formats=list(formats) if formats else None)
+        im = _open_with_limit(fp, max_pixels, formats)
     except Image.DecompressionBombError as exc:
         raise too_large(max_pixels) from exc
     width, height = im.size
