@@ -52,8 +52,10 @@ async def _job_count(app: Any, account: Account) -> int:
 
 
 @pytest.fixture
-async def limited(migrated: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app whose job limit is ``JOB_LIMIT`` a minute."""
+async def limited(migrated: Any, app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app whose job limit is ``JOB_LIMIT`` a minute. It shares the suite app's
+    session store (as API processes share Redis), so the suite's signed-in accounts are signed
+    in here too; its rate-limit keys are its own."""
     from app.main import create_app
 
     settings = migrated.model_copy(
@@ -63,11 +65,14 @@ async def limited(migrated: Any) -> AsyncIterator[httpx.AsyncClient]:
             "redis_key_prefix": f"{migrated.redis_key_prefix}batch-{uuid.uuid4().hex[:6]}:",
         }
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    limited_app = create_app(settings)
+    async with limited_app.router.lifespan_context(limited_app):
+        own_store = limited_app.state.store
+        limited_app.state.store = app.state.store
+        transport = httpx.ASGITransport(app=limited_app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             yield c
+        limited_app.state.store = own_store  # closed by its lifespan, not the suite's store
 
 
 async def test_repeated_ids_make_one_job_each(client, app, user: Account) -> None:
