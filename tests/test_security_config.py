@@ -289,7 +289,8 @@ def test_a_generated_key_is_shared_with_the_worker_and_kept_across_starts(
 ) -> None:
     """``picfilter serve`` twice on one DATA_DIR without JWT_SECRET_KEY: the first start makes
     ``secret_key`` (0600); the worker beside the API signs a download URL the API accepts (one
-    key in both processes); after a restart a token of the first start still works."""
+    key in both processes); after a restart the first start's signed download URL still verifies, and its access
+    token's signature too (its in-process session is over)."""
     data = tmp_path / "data"
     port = free_port()
     env = process_env(data, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
@@ -322,13 +323,30 @@ def test_a_generated_key_is_shared_with_the_worker_and_kept_across_starts(
             url = done["result"]["download_url"]  # type: ignore[index]
             download = httpx.get(url, timeout=30)  # signed by the worker, checked by the API
             assert download.status_code == 200, download.text
-            assert b"LUT_3D_SIZE 17" in download.content
+            # an imported 2^3 table is exported at its own size (no claimed precision)
+            assert b"LUT_3D_SIZE 2\n" in download.content, download.content[:200]
+            assert done["result"]["requested_size"] == 17  # type: ignore[index]
     assert path.read_text() == key
     with running_server([*serve, "--no-worker"], env, port, log_path=log, timeout=120) as (
         base,
         _pid,
     ):
+        # the download URL the first start's worker signed still verifies: same key
+        again = httpx.get(url, timeout=30)
+        assert again.status_code == 200, again.text
+        assert again.content == download.content
+        # the old access token's signature verifies too (a token signed with another key is
+        # `invalid_token`); its session lived in the first process's in-memory store (the
+        # embedded default keeps sessions in-process), so it is over: sign in again
         me = httpx.get(f"{base}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 401, me.text
+        assert me.json()["error"]["code"] == "session_revoked", me.text
+        fresh = httpx.post(f"{base}/api/v1/auth/login", json=login, timeout=30)
+        assert fresh.status_code == 200, fresh.text
+        me = httpx.get(
+            f"{base}/api/v1/auth/me",
+            headers={"Authorization": f"Bearer {fresh.json()['access_token']}"},
+        )
         assert me.status_code == 200, me.text
         assert me.json()["username"] == "keyuser"
     assert path.read_text() == key
