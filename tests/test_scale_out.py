@@ -10,7 +10,9 @@ Nothing here touches the machine's shared PostgreSQL or Redis.
 20 apply jobs are submitted through the API; as soon as ``w2`` has taken one, its host's link is
 cut (``ip link set <veth> down``): w2 can no longer reach the broker, the database or S3 in the
 middle of a job. The message was never acknowledged (late acks), so after the broker's
-visibility timeout (15 s here) ``w1`` runs it again. Then every job must be ``completed``
+visibility timeout (15 s here) ``w1`` runs it again: by then w2's heartbeat on the job is older
+than ``JOB_STUCK_AFTER_SECONDS`` (8 s here, heartbeats every second), so w1 does not take it
+for a job still running elsewhere. Then every job must be ``completed``
 exactly once: one result object per job in S3 and no other, the style's ``apply_count`` equal
 to the number of jobs, and the job w2 held delivered again (21 deliveries for 20 jobs; its
 ``attempts`` is 2 when w2 had already claimed it in the database).
@@ -305,6 +307,8 @@ def hosts() -> Iterator[dict[str, Any]]:
                 REDIS_KEY_PREFIX="scaleout:",
                 CELERY_VISIBILITY_TIMEOUT=str(VISIBILITY_TIMEOUT),
                 CELERY_RETRY_DELAY="1",
+                JOB_HEARTBEAT_SECONDS="1",
+                JOB_STUCK_AFTER_SECONDS="8",
                 STORAGE_BACKEND="s3",
                 S3_ENDPOINT=moto.url,
                 S3_ACCESS_KEY=ACCESS_KEY,
