@@ -95,9 +95,10 @@ edges in a way that helps in-range colors).
 
 Time: a fit honours ``time_budget_s`` in its conjugate-gradient passes and starts no
 refinement pass past it; the rest (pixel selection, normal matrices, safety) is linear in pixels,
-so a budget under :data:`SHORT_BUDGET_S` (8 s) fits on proportionally fewer pixels (at least
-:data:`MIN_PIXELS`), and the per-cell balanced subsample draws each pixel with probability
-min(1, cap / cell count) instead of sorting every pixel by cell. Measured at 3 x 1200 px on the
+so with ``budget_pixels`` (the holdout's fold fits) a budget under :data:`SHORT_BUDGET_S`
+(8 s) fits on proportionally fewer pixels (at least :data:`MIN_PIXELS`), and the per-cell
+balanced subsample draws each pixel with probability min(1, cap / cell count) instead of
+sorting every pixel by cell. Measured at 3 x 1200 px on the
 loaded 2-core machine (load 7): a 3 s budget took 9.4 s before, 4.6 s after; a 1 s budget 2.1 s.
 Unconstrained fits take 5-20 s there.
 
@@ -191,6 +192,9 @@ class DLUTOptions:
     * ``refine_passes``: reweighting passes (robust loss, gain and bound penalties, clip hinges)
       on the final lattice.
     * ``max_iters`` / ``tol``: conjugate-gradient limits per solve; ``seed``: pixel subset.
+    * ``budget_pixels`` (False): under a budget of :data:`SHORT_BUDGET_S` the pixel subsample
+      shrinks in proportion (not below :data:`MIN_PIXELS`); :mod:`app.ml.learn` sets it for the
+      fold fits of its holdout, never for the final fit.
     * ``safe`` (True): the safety step :func:`make_safe` on the fitted table, with
       ``safe_gain`` (lattice gain bound, pooled 99th percentile) and ``safe_gap`` (mean
       tetrahedral-vs-trilinear gap at cell centres, 8-bit levels).
@@ -223,6 +227,7 @@ class DLUTOptions:
     safe: bool = True
     safe_gain: float = SAFE_GAIN
     safe_gap: float = SAFE_GAP * 255.0
+    budget_pixels: bool = False  # budgets under SHORT_BUDGET_S use fewer pixels (fold fits)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> DLUTOptions:
@@ -465,9 +470,11 @@ def fit_lut(
     counts = np.bincount(cell, minlength=nb**3).astype(np.float64)
     cell_w = counts[cell] ** -float(opts.balance) if opts.balance > 0 else np.ones(cell.size)
     limit = opts.max_pixels
-    if limit and time_budget_s < SHORT_BUDGET_S:
+    if limit and opts.budget_pixels and time_budget_s < SHORT_BUDGET_S:
         # building the normal matrices is linear in pixels and is not stopped by the deadline:
-        # a short budget (auto's fold fits) works on proportionally fewer of them
+        # a short budget (auto's fold fits) works on proportionally fewer of them. Opt-in: a
+        # final fit squeezed by a loaded machine must not lose pixels (measured: classic_film
+        # 0.22 -> 0.92 dE00 when the final fit of ml_quality ran at 40k pixels)
         limit = max(MIN_PIXELS, int(limit * time_budget_s / SHORT_BUDGET_S))
     if limit and src.shape[0] > limit:
         # per-cell balanced subsample: every color cell keeps up to ``cap`` random pixels (all of

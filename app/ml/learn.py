@@ -471,14 +471,19 @@ class _Fitter:
             self.cache[self.long_side] = _prepare_pairs(self.floats, self.long_side, self.seed)
         return self.cache[self.long_side]
 
-    def fit(self, indices: list[int], budget_s: float, lo: float, hi: float) -> StyleModel:
+    def fit(
+        self, indices: list[int], budget_s: float, lo: float, hi: float, *, fold: bool = False
+    ) -> StyleModel:
         fitter = fitters[self.model]
+        opts = dict(self.opts)
+        if fold and self.model == "dlut":
+            opts.setdefault("budget_pixels", True)  # a fold fit may trade pixels for time
         while True:
             pairs = [self.prepared[i] for i in indices]
             try:
                 return fitter(
                     pairs,
-                    options=dict(self.opts),
+                    options=opts,
                     time_budget_s=max(0.5, budget_s),
                     progress=lambda f, m: self.report(lo + (hi - lo) * min(max(f, 0.0), 1.0), m),
                     device=self.dev,
@@ -494,6 +499,7 @@ class _Fitter:
                 self.long_side //= 2
                 if "max_pixels" in self.opts:
                     self.opts["max_pixels"] = max(1000, int(self.opts["max_pixels"]) // 2)
+                    opts["max_pixels"] = self.opts["max_pixels"]
                 _free_cuda(self.dev)
                 self.report(lo, f"out of memory; retrying at working size {self.long_side} px")
 
@@ -531,7 +537,9 @@ def _out_of_fold(
         left = deadline - time.perf_counter() - reserve_s
         step = (hi - lo) / len(folds)
         fitter.report(lo + step * f, f"holding out photo(s) {', '.join(str(i) for i in test)}")
-        model = fitter.fit(train, left / (len(folds) - f), lo + step * f, lo + step * (f + 1))
+        model = fitter.fit(
+            train, left / (len(folds) - f), lo + step * f, lo + step * (f + 1), fold=True
+        )
         for i in test:
             pair = fitter.prepared[i]
             idx = _subsample(np.arange(pair.before.shape[0] * pair.before.shape[1]), per_photo)

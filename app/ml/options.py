@@ -101,6 +101,7 @@ class DLUTFitOptions(_Strict):
     safe: bool = True
     safe_gain: float = Field(5.0, ge=1, le=1e3)
     safe_gap: float = Field(0.5, ge=0, le=255)
+    budget_pixels: bool = False
 
 
 class DLUTLearnOptions(LearnOptions, DLUTFitOptions):

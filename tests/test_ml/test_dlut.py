@@ -149,15 +149,19 @@ def test_model_state_round_trip() -> None:
 
 
 def test_a_short_budget_fits_on_fewer_pixels() -> None:
-    """Building the normal matrices is linear in pixels and the deadline cannot stop it: a short
-    budget (auto's fold fits) subsamples proportionally, down to MIN_PIXELS."""
+    """Building the normal matrices is linear in pixels and the deadline cannot stop it: with
+    ``budget_pixels`` (the holdout's fold fits) a short budget subsamples proportionally, down to
+    MIN_PIXELS."""
     from app.ml.dlut import MIN_PIXELS, SHORT_BUDGET_S
 
     rng = np.random.default_rng(3)
     src = rng.random((300_000, 3))
     dst = np.clip(src**1.3, 0, 1)
-    opts = {"lut_size": 9, "coarse_size": 0, "max_pixels": 200_000}
+    opts = {"lut_size": 9, "coarse_size": 0, "max_pixels": 200_000, "budget_pixels": True}
     _, long = fit_lut(src, dst, options=opts, time_budget_s=60)
+    # without budget_pixels (a final fit) a short budget keeps every pixel it may use
+    _, final = fit_lut(src, dst, options={**opts, "budget_pixels": False}, time_budget_s=0.5)
+    assert 180_000 <= final["pixels"] <= 220_000
     _, short = fit_lut(src, dst, options=opts, time_budget_s=SHORT_BUDGET_S / 4)
     assert 180_000 <= long["pixels"] <= 220_000
     assert 0.8 * 50_000 <= short["pixels"] <= 1.2 * 50_000
