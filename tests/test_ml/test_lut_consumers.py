@@ -90,6 +90,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
 
 
 def _consumer(fmt: str, consumer: str) -> Callable[..., np.ndarray]:
+    if consumer == "lcms":  # an ICC profile: LittleCMS has its own (tetrahedral) interpolation
+        return lambda image, path, lut_file, interp: lcms_apply_icc(lut_file.read_bytes(), image)
     if consumer == "ocio":
         return lambda image, path, lut_file, interp: ocio_file_transform(lut_file, interp, image)
     if fmt == "haldclut":
@@ -150,7 +152,7 @@ def test_every_shared_lut_in_every_format(
     """Every shared commercial LUT (sizes 16, 32, 33; some with DOMAIN_MIN/MAX, values outside
     [0, 1]), imported as the service imports it and exported at its own size (a HaldCLUT at
     level 8), through one consumer per format, tetrahedral (the interpolation farthest from the
-    service's trilinear apply)."""
+    service's trilinear apply; LittleCMS, relative colorimetric, for the ICC profile)."""
     require_shared(LUTS / name)
     image, photo_png = scene
     image = np.ascontiguousarray(image[::2, ::2])
@@ -165,6 +167,7 @@ def test_every_shared_lut_in_every_format(
         ("haldclut", "ffmpeg"),
         ("spi3d", "ocio"),
         ("csp", "ocio"),
+        ("icc", "lcms"),
     ]:
         points = hald_points(8) if fmt == "haldclut" else own
         exported = export_lut(model.bake(points), fmt)
