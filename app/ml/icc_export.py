@@ -22,9 +22,10 @@ for v4 perceptual and saturation transforms; with the plain pipeline in ``AToB0`
 LUT measured 38.5 dB perceptual (means -3.1/-2.1/-1.1 levels R/G/B), against an exact identity
 with this one. There is no ``BToA`` (an input profile has none: a look has no inverse).
 
-Why ctypes on the system LittleCMS rather than a binding: the PyPI bindings (``pylcms2`` /
-``python-lcms2``, ``littlecms``) and Pillow's ``ImageCms`` open profiles and run transforms but
-expose no pipeline, stage or tag-writing API; the ICC binary format is not written here, only
+Why ctypes on the system LittleCMS rather than a binding: the maintained PyPI bindings
+(``pylcms2`` / ``python-lcms2``) and Pillow's ``ImageCms`` open profiles and run transforms but
+expose no pipeline, stage or tag-writing API, and ``littlecms`` (SWIG, 0.1b3 of 2016, LittleCMS
+2.7 bundled) is unmaintained; the ICC binary format is not written here, only
 LittleCMS's documented calls (``cmsPipelineAlloc``, ``cmsStageAlloc*``, ``cmsWriteTag``,
 ``cmsSaveProfileToMem``) through Debian's ``liblcms2`` (package ``liblcms2-2``).
 """
