@@ -20,8 +20,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 # openssl: the compose `certs` one-shot uses this image to make a self-signed TLS certificate.
+# liblcms2-2: LittleCMS, which writes the ICC profile exports (app/ml/icc_export.py, ctypes).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openssl \
+    && apt-get install -y --no-install-recommends openssl liblcms2-2 \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 picfilter \

@@ -426,6 +426,63 @@ def ocio_file_transform(lut_file: Path, interp: str, image: np.ndarray) -> np.nd
     return pixels.astype(np.float64)
 
 
+def lcms_apply_icc(icc: bytes, image: np.ndarray, intent: str = "relative") -> np.ndarray:
+    """LittleCMS (Pillow ImageCms, its bundled LittleCMS) with the exported profile ``icc`` as
+    the source profile of a uint8 sRGB photo, converted to LittleCMS's sRGB: how a
+    color-managed app shows it; float64 in [0, 1]. ``intent``: perceptual or relative."""
+    intents = {
+        "perceptual": ImageCms.Intent.PERCEPTUAL,
+        "relative": ImageCms.Intent.RELATIVE_COLORIMETRIC,
+    }
+    transform = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")),
+        "RGB",
+        "RGB",
+        renderingIntent=intents[intent],
+    )
+    out = ImageCms.applyTransform(Image.fromarray(np.ascontiguousarray(image), "RGB"), transform)
+    assert out is not None
+    return np.asarray(out).astype(np.float64) / 255.0
+
+
+def require_tificc() -> str:
+    """Debian's ``tificc`` (package liblcms2-utils: the system LittleCMS's own TIFF applier);
+    skips when absent (a failure under ``CI=true``: ``.ci/run`` installs it)."""
+    exe = shutil.which("tificc")
+    if exe is None:
+        if IN_CI:
+            pytest.fail("CI=true: tificc is not installed (.ci/run installs liblcms2-utils)")
+        pytest.skip("tificc is not installed (apt-get install liblcms2-utils)")
+    return exe
+
+
+def tificc_apply_icc(
+    icc_file: Path, image: np.ndarray, intent: str = "relative", tmp: Path | None = None
+) -> np.ndarray:
+    """``tificc -i style.icc -o *sRGB`` on the photo as an exact 16-bit TIFF (code * 257), 16-bit
+    out: the system LittleCMS (a different build from Pillow's); float64 in [0, 1]."""
+    import pyvips
+
+    exe = require_tificc()
+    folder = tmp or icc_file.parent
+    src, dst = folder / "tificc_in.tif", folder / "tificc_out.tif"
+    codes = np.ascontiguousarray(image, dtype=np.uint16) * np.uint16(257)
+    pyvips.Image.new_from_array(codes, interpretation="rgb16").tiffsave(str(src))
+    flag = {"perceptual": "-t0", "relative": "-t1"}[intent]
+    done = subprocess.run(
+        [exe, f"-i{icc_file}", "-o*sRGB", flag, "-w16", str(src), str(dst)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace")[-2000:]
+    out = pyvips.Image.new_from_file(str(dst)).numpy()
+    assert out.dtype == np.uint16, out.dtype
+    assert out.shape == image.shape, out.shape
+    return out.astype(np.float64) / 65535.0
+
+
 def psnr_vs(service: np.ndarray, consumer: np.ndarray) -> float:
     """PSNR (dB) of a consumer's float result against the service's uint8 result."""
     ref = service.astype(np.float64) / 255.0

@@ -302,12 +302,13 @@ async def export_style(
     session: SessionDep,
     data: Annotated[ExportRequest | None, Body()] = None,
 ) -> Any:
-    """Export the style as a 3D LUT file: ``cube``, ``3dl``, ``spi3d`` or ``csp`` (17, 33 or 65
-    points per axis) or a ``haldclut`` PNG (level 8, 12 or 16). A style that is a LUT itself
-    (imported, dlut, transfer) is never written at more points per axis than its own table: a
-    larger ``size`` is exported at the table's size and the result says so (``requested_size``,
-    ``note``). Result: ``{download_url, size, filename, format, bytes}`` (+ ``level`` for a
-    HaldCLUT, ``source_size`` when the file resamples the style's table)."""
+    """Export the style as a 3D LUT file: ``cube``, ``3dl``, ``spi3d``, ``csp`` or an ``icc``
+    profile (17, 33 or 65 points per axis) or a ``haldclut`` PNG (level 8, 12 or 16). A style
+    that is a LUT itself (imported, dlut, transfer) is never written at more points per axis
+    than its own table: a larger ``size`` is exported at the table's size and the result says
+    so (``requested_size``, ``note``). Result: ``{download_url, size, filename, format,
+    bytes}`` (+ ``level`` for a HaldCLUT, ``source_size`` when the file resamples the style's
+    table)."""
     data = data or ExportRequest()
     return await style_service.submit_export(
         session, style_id, user, size=data.size, fmt=data.format, level=data.level

@@ -1,5 +1,5 @@
-"""LUT files for other tools: export to ``.cube``, HaldCLUT PNG, ``.3dl``, ``.spi3d`` and ``.csp``;
-import from ``.cube``, HaldCLUT PNG and ``.3dl``.
+"""LUT files for other tools: export to ``.cube``, HaldCLUT PNG, ``.3dl``, ``.spi3d``, ``.csp``
+and ICC profiles; import from ``.cube``, HaldCLUT PNG and ``.3dl``.
 
 Every file describes the same thing: the style's transform of **sRGB display-referred, full-range**
 values in ``[0, 1]`` (:data:`INPUT_ENCODING`), sampled on a uniform lattice. Which file goes where:
@@ -13,6 +13,8 @@ haldclut   level 8 / 12 / 16   darktable, RawTherapee, G'MIC, ffmpeg ``haldclut`
 3dl        17 / 33 / 65        Flame, Lustre, Nuke, OpenColorIO; ffmpeg ``lut3d`` reads 17^3 only
 spi3d      17 / 33 / 65        OpenColorIO configs (Sony Imageworks format)
 csp        17 / 33 / 65        OpenColorIO configs, Cinespace
+icc        17 / 33 / 65        color-managed apps as the photo's source profile: Photoshop
+                               (Assign / Convert to Profile), Capture One, LittleCMS
 ========== =================== ===================================================================
 
 Writers. ``.cube`` is :func:`app.ml.cube_export.dumps_cube` (with a TITLE and a comment naming the
@@ -23,10 +25,10 @@ size, so every lattice point is written exactly (up to the format's own precisio
 for ``.3dl``, 6 decimals for the others). The HaldCLUT layout is hand-written (see
 :func:`dumps_haldclut`); the 16-bit PNG encoding is libvips' (Pillow cannot write 16-bit RGB).
 
-ICC is not offered: OpenColorIO's ICC baker (``ociobakelut --format icc``, through LittleCMS)
-builds a soft-proofing display profile whose Lab round trip shifts colors by itself: an identity
-LUT baked that way and applied by LittleCMS (Pillow ImageCms, sRGB out) measured 44.5-45.0 dB
-PSNR with a mean red shift of -2.3 levels, so a style could not reach the 45 dB goal through it.
+The ICC profile is built by LittleCMS itself (:mod:`app.ml.icc_export`): an RGB input profile
+whose table is interpolated in sRGB-encoded RGB, as the service does. (OpenColorIO's ICC baker,
+``ociobakelut --format icc``, was not used: its Lab round trip alone measured 44.5-45.0 dB for
+an identity LUT in LittleCMS.)
 
 Readers take content (``bytes`` / ``str``) or a :class:`~pathlib.Path`, never a ``str`` path
 (the rule of :mod:`app.ml.paths`). Malformed input raises :class:`LUTFormatError` (a
@@ -97,6 +99,9 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
     "3dl": ExportFormat("3dl", "3dl", "text/plain", "Flame, Lustre, Nuke, OpenColorIO, ffmpeg"),
     "spi3d": ExportFormat("spi3d", "spi3d", "text/plain", "OpenColorIO"),
     "csp": ExportFormat("csp", "csp", "text/plain", "OpenColorIO, Cinespace"),
+    "icc": ExportFormat(
+        "icc", "icc", "application/vnd.iccprofile", "Photoshop, Capture One, LittleCMS"
+    ),
 }
 _OCIO_BAKER = {"3dl": "flame", "spi3d": "spi3d", "csp": "cinespace"}
 
@@ -173,6 +178,11 @@ def export_lut(
         level = round(lut.size**0.5)
         data = dumps_haldclut(lut, level)
         return ExportedLUT(data, fmt, spec.ext, spec.content_type, lut.size, level)
+    if fmt == "icc":
+        from app.ml.icc_export import dumps_icc
+
+        data = dumps_icc(_unit_domain(lut), title=title, comments=comments)
+        return ExportedLUT(data, fmt, spec.ext, spec.content_type, lut.size)
     text = _bake_ocio(_unit_domain(lut), _OCIO_BAKER[fmt])
     if fmt == "3dl":
         header = [f"# {' '.join(title.split())}", f"# Input encoding: {INPUT_ENCODING}"]

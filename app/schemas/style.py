@@ -138,16 +138,17 @@ class ApplyRequest(BaseModel):
 
 
 class ExportRequest(BaseModel):
-    """``size`` is the points per axis of ``cube``/``3dl``/``spi3d``/``csp``; a HaldCLUT has
+    """``size`` is the points per axis of ``cube``/``3dl``/``spi3d``/``csp``/``icc``; a HaldCLUT has
     ``level``^2 instead (``haldclut`` only, default 8)."""
 
     model_config = ConfigDict(extra="forbid")
 
     size: Literal[17, 33, 65] = 33
-    format: Literal["cube", "haldclut", "3dl", "spi3d", "csp"] = Field(
+    format: Literal["cube", "haldclut", "3dl", "spi3d", "csp", "icc"] = Field(
         "cube",
         description="cube (Resolve, Premiere, ffmpeg), haldclut (16-bit PNG: darktable, "
-        "RawTherapee, G'MIC, ffmpeg), 3dl (Flame, Lustre, Nuke), spi3d / csp (OpenColorIO)",
+        "RawTherapee, G'MIC, ffmpeg), 3dl (Flame, Lustre, Nuke), spi3d / csp (OpenColorIO), "
+        "icc (ICC v4 input profile to assign to an sRGB photo: Photoshop, Capture One)",
     )
     level: Literal[8, 12, 16] | None = Field(
         None, description="HaldCLUT level (8: 64^3, 12: 144^3, 16: 256^3 entries); haldclut only"

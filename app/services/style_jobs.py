@@ -554,7 +554,7 @@ RESULT_URL_TTL = 24 * 3600
 # ---- export ---------------------------------------------------------------------------------
 def export(ctx: JobContext) -> dict[str, Any]:
     """The ``export_cube`` job: bake the model and write ``cubes/{style}/{job}.{ext}`` in the
-    requested format (``cube``, ``haldclut``, ``3dl``, ``spi3d``, ``csp``; writers in
+    requested format (``cube``, ``haldclut``, ``3dl``, ``spi3d``, ``csp``, ``icc``; writers in
     :mod:`app.ml.lut_formats`).
 
     The precision rule: a style that is a LUT itself (imported, dlut, transfer) is never written

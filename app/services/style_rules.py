@@ -35,7 +35,14 @@ def slugify(name: str) -> str:
 
 
 #: Export formats and the extension of their files (the writers are in app.ml.lut_formats).
-EXPORT_FORMATS = {"cube": "cube", "haldclut": "png", "3dl": "3dl", "spi3d": "spi3d", "csp": "csp"}
+EXPORT_FORMATS = {
+    "cube": "cube",
+    "haldclut": "png",
+    "3dl": "3dl",
+    "spi3d": "spi3d",
+    "csp": "csp",
+    "icc": "icc",
+}
 HALD_LEVELS = (8, 12, 16)
 DEFAULT_HALD_LEVEL = 8
 

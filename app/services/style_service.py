@@ -523,8 +523,8 @@ async def submit_export(
     fmt: str = "cube",
     level: int | None = None,
 ) -> Job:
-    """Queue an export (``.cube``, HaldCLUT, ``.3dl``, ``.spi3d``, ``.csp``) of a visible style
-    that has a model."""
+    """Queue an export (``.cube``, HaldCLUT, ``.3dl``, ``.spi3d``, ``.csp``, ICC) of a visible
+    style that has a model."""
     style = await get_visible_style(session, style_id, user)
     _require_model(style)
     if fmt not in EXPORT_FORMATS:

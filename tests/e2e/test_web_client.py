@@ -371,6 +371,10 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     hald = tmp_path / "warm_hald8.png"
     dl_hald.value.save_as(hald)
     assert hald.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the ICC profile is offered (from the API's enum) with where it goes
+    export.get_by_label("Format").select_option("icc")
+    assert "Assign/Convert to Profile" in export.inner_text()
+    assert export.get_by_label("Size").locator("option").first.inner_text() == "17 points per axis"
     export.get_by_label("Format").select_option("cube")
     check_screen(s, "style", shots, findings)
 

@@ -4,8 +4,9 @@ An imported commercial LUT is applied to a real photo by the service (``/apply``
 every format (``/export``), downloaded, and opened by the tool users load that format into:
 ffmpeg ``lut3d`` (``.cube``, ``.3dl``) and ``haldclut`` (HaldCLUT PNG) with trilinear and
 tetrahedral interpolation, OpenColorIO's ``FileTransform`` (linear and tetrahedral) for
-``.cube`` / ``.3dl`` / ``.spi3d`` / ``.csp``. Each must reproduce the service's result at
->= 45 dB PSNR. Then HaldCLUT PNGs and ``.3dl`` files import as styles, and bad ones are 422s.
+``.cube`` / ``.3dl`` / ``.spi3d`` / ``.csp``, LittleCMS (Pillow's and Debian's ``tificc``) for
+the ICC profile. Each must reproduce the service's result at >= 45 dB PSNR. Then HaldCLUT PNGs
+and ``.3dl`` files import as styles, and bad ones are 422s.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from tests.helpers import (
     ffmpeg_haldclut,
     ffmpeg_lut3d,
     import_cube,
+    lcms_apply_icc,
     ocio_file_transform,
     photo,
     psnr_vs,
     run_job_ok,
     shared_lut,
     source_path,
+    tificc_apply_icc,
     upload_image,
     write_png16,
 )
@@ -114,6 +117,39 @@ async def test_every_export_opens_in_its_consumer_like_the_service_applies(
                 measured[key] = psnr_vs(service, got)
                 print(f"PSNR {key} {measured[key]:6.2f} dB")
     assert len(measured) == 16
+    assert all(v >= GOAL_DB for v in measured.values()), measured
+
+
+async def test_icc_export_is_a_profile_littlecms_applies_like_the_service(
+    client: Any, user: Account, live_worker: Any, tmp_path: Path
+) -> None:
+    """``{"format": "icc"}``: the downloaded profile opens in Pillow, and LittleCMS (Pillow's,
+    and Debian's ``tificc``) with it as the photo's source profile, sRGB out, reproduces the
+    service's own apply of the photo."""
+    import io
+
+    from PIL import ImageCms
+
+    image = photo("tahoe-gps.jpg", 640)
+    r = await import_cube(client, user, source_path(LOOK), name="Classic Film")
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    uploaded = await upload_image(client, user, encode(np.ascontiguousarray(image)), "image/png")
+    service = await _apply_png(client, user, sid, uploaded["id"], live_worker)
+    result, data = await _export(client, user, sid, {"format": "icc", "size": 65}, live_worker)
+    assert (result["format"], result["size"], result["requested_size"]) == ("icc", 33, 65)
+    assert result["filename"] == "classic-film_33.icc"
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(data)).profile
+    assert (profile.device_class, profile.xcolor_space) == ("scnr", "RGB ")
+    assert profile.profile_description.startswith("Classic Film - PicFilter imported 33^3")
+    icc_file = tmp_path / result["filename"]
+    icc_file.write_bytes(data)
+    measured = {
+        "pillow perceptual": psnr_vs(service, lcms_apply_icc(data, image, "perceptual")),
+        "pillow relative": psnr_vs(service, lcms_apply_icc(data, image, "relative")),
+        "tificc relative": psnr_vs(service, tificc_apply_icc(icc_file, image, "relative")),
+    }
+    print("PSNR " + " ".join(f"{k} {v:.2f} dB" for k, v in measured.items()))
     assert all(v >= GOAL_DB for v in measured.values()), measured
 
 

@@ -312,7 +312,8 @@ async def test_apply_and_export_validation(client, user, other_user) -> None:
     assert err["details"]["field"] == "image_ids[1]"
     for body in (
         {"size": 32},
-        {"format": "icc"},
+        {"format": "clf"},
+        {"format": "icc", "level": 8},
         {"format": "cube", "level": 8},
         {"format": "haldclut", "size": 33},
         {"format": "haldclut", "level": 10},

@@ -4,16 +4,20 @@ For an imported commercial LUT and a learned style, every export format goes thr
 consumer on a real photo: ffmpeg ``lut3d`` (``.cube``, ``.3dl``) and ``haldclut`` (HaldCLUT
 PNG), each with trilinear and tetrahedral interpolation, and OpenColorIO's ``FileTransform``
 (CPU processor, INTERP_LINEAR and INTERP_TETRAHEDRAL) for ``.cube`` / ``.3dl`` / ``.spi3d`` /
-``.csp``. ffmpeg is given the photo as an exact 16-bit PNG (see
-:func:`tests.helpers.write_png16`). Goal: >= 45 dB PSNR against ``model.apply`` (the service's
-trilinear apply, uint8) for every format and both interpolations. The files are written as
-the export job writes them (:func:`app.ml.lut_formats.export_lut` of ``model.bake(size)``); the
-API-level test in ``tests/test_api/test_lut_exports.py`` goes through the real job. Run with
-``-s`` to see the measured PSNRs.
+``.csp``, and LittleCMS for the ICC profile: Pillow's ``ImageCms`` (its bundled LittleCMS,
+8-bit) and Debian's ``tificc`` (the system LittleCMS, 16-bit TIFF), perceptual and relative
+colorimetric, the profile as the photo's source and LittleCMS's sRGB as destination. ffmpeg is
+given the photo as an exact 16-bit PNG (see :func:`tests.helpers.write_png16`). Goal: >= 45 dB PSNR
+against ``model.apply`` (the service's trilinear apply, uint8) for every format and both
+interpolations. The files are written as the export job writes them
+(:func:`app.ml.lut_formats.export_lut` of ``model.bake(size)``); the API-level test in
+``tests/test_api/test_lut_exports.py`` goes through the real job. Run with ``-s`` to see the
+measured PSNRs.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,19 +26,21 @@ import numpy as np
 import pytest
 
 from app.ml import learn_style
-from app.ml.lut import LUTStyle
+from app.ml.lut import LUT3D, LUTStyle, identity_table
 from app.ml.lut_formats import export_lut, hald_points, source_size
 from tests.helpers import (
     INTERPOLATIONS,
     LUTS,
     ffmpeg_haldclut,
     ffmpeg_lut3d,
+    lcms_apply_icc,
     ocio_file_transform,
     photo,
     psnr_vs,
     require_shared,
     shared_lut,
     shared_luts,
+    tificc_apply_icc,
     write_png16,
 )
 
@@ -84,6 +90,8 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Path]:
 
 
 def _consumer(fmt: str, consumer: str) -> Callable[..., np.ndarray]:
+    if consumer == "lcms":  # an ICC profile: LittleCMS has its own (tetrahedral) interpolation
+        return lambda image, path, lut_file, interp: lcms_apply_icc(lut_file.read_bytes(), image)
     if consumer == "ocio":
         return lambda image, path, lut_file, interp: ocio_file_transform(lut_file, interp, image)
     if fmt == "haldclut":
@@ -144,7 +152,7 @@ def test_every_shared_lut_in_every_format(
     """Every shared commercial LUT (sizes 16, 32, 33; some with DOMAIN_MIN/MAX, values outside
     [0, 1]), imported as the service imports it and exported at its own size (a HaldCLUT at
     level 8), through one consumer per format, tetrahedral (the interpolation farthest from the
-    service's trilinear apply)."""
+    service's trilinear apply; LittleCMS, relative colorimetric, for the ICC profile)."""
     require_shared(LUTS / name)
     image, photo_png = scene
     image = np.ascontiguousarray(image[::2, ::2])
@@ -159,6 +167,7 @@ def test_every_shared_lut_in_every_format(
         ("haldclut", "ffmpeg"),
         ("spi3d", "ocio"),
         ("csp", "ocio"),
+        ("icc", "lcms"),
     ]:
         points = hald_points(8) if fmt == "haldclut" else own
         exported = export_lut(model.bake(points), fmt)
@@ -167,4 +176,52 @@ def test_every_shared_lut_in_every_format(
         got = _consumer(fmt, consumer)(image, small_png, lut_file, "tetrahedral")
         measured[f"{fmt}/{consumer}"] = psnr_vs(service, got)
     print(f"PSNR {name:28s} " + " ".join(f"{k} {v:.2f}" for k, v in measured.items()))
+    assert all(v >= GOAL_DB for v in measured.values()), measured
+
+
+# (style, points per axis): the NILUT's apply uses a 65^3 bake, the tables are 33^3
+ICC_CASES = [("imported", 33), ("learned", 33), ("identity", 33), ("nilut", 65)]
+
+
+@pytest.mark.parametrize(("style_name", "size"), ICC_CASES, ids=lambda v: str(v))
+def test_littlecms_applies_the_icc_profile_like_the_service(
+    styles: dict[str, Any],
+    scene: tuple[np.ndarray, Path],
+    tmp_path: Path,
+    style_name: str,
+    size: int,
+) -> None:
+    """The exported profile, loaded from its bytes as the photo's source profile and converted to
+    sRGB, by Pillow's LittleCMS (8-bit, the app's default precalculated transform) and by
+    Debian's ``tificc`` (16-bit TIFF), perceptual and relative colorimetric."""
+    from PIL import ImageCms
+
+    image, _ = scene
+    model = (
+        LUTStyle(LUT3D(identity_table(33)), kind="imported")
+        if style_name == "identity"
+        else styles[style_name]
+    )
+    service = model.apply(image)
+    exported = export_lut(model.bake(size), "icc", title=f"{style_name} look")
+    assert (exported.ext, exported.size) == ("icc", size)
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(exported.data)).profile
+    assert (profile.version, profile.device_class, profile.connection_space) == (
+        4.3,
+        "scnr",
+        "XYZ ",
+    )
+    assert profile.profile_description == f"{style_name} look"
+    for intent in range(3):
+        assert profile.is_intent_supported(intent, ImageCms.Direction.INPUT)
+    icc_file = tmp_path / "look.icc"
+    icc_file.write_bytes(exported.data)
+    measured = {}
+    for intent in ("perceptual", "relative"):
+        measured[f"pillow {intent}"] = psnr_vs(
+            service, lcms_apply_icc(exported.data, image, intent)
+        )
+        measured[f"tificc {intent}"] = psnr_vs(service, tificc_apply_icc(icc_file, image, intent))
+    for key, db in measured.items():
+        print(f"PSNR {style_name:8s} icc      {size:>2} {key:18s} {db:6.2f} dB")
     assert all(v >= GOAL_DB for v in measured.values()), measured

@@ -91,7 +91,7 @@ def test_haldclut_needs_a_square_level() -> None:
     with pytest.raises(ValueError, match="level must be in 2..16"):
         hald_points(17)
     with pytest.raises(ValueError, match="unknown LUT format"):
-        export_lut(_look(), "icc")
+        export_lut(_look(), "clf")  # Academy CLF: not offered
 
 
 @pytest.mark.parametrize("size", [17, 33])
@@ -290,3 +290,57 @@ def test_real_lut_survives_every_importable_format() -> None:
     assert np.abs(three.table - lut.table).max() <= 0.5 / 4095 + 1e-6
     hald = read_lut_bytes(export_lut(lut.resample(64), "haldclut").data)
     assert np.abs(hald.table - lut.resample(64).table).max() <= 0.5 / 65535 + 1e-6
+
+
+def _lcms_at_nodes(icc: bytes, size: int, intent: int) -> np.ndarray:
+    """LittleCMS (Pillow) with ``icc`` as source, sRGB out, without precalculation (each pixel
+    through the profile's own pipeline), at the nodes of a ``size``^3 lattice (size - 1 must
+    divide 255, so the nodes are 8-bit codes); uint8 in the lattice's shape."""
+    from PIL import ImageCms
+
+    step = 255 // (size - 1)
+    nodes = np.rint(LUT3D.identity(size).table.astype(np.float64) * 255).astype(np.uint8)
+    assert np.all(nodes.astype(int) % step == 0)
+    transform = ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")),
+        "RGB",
+        "RGB",
+        renderingIntent=ImageCms.Intent(intent),
+        flags=ImageCms.Flags.NOOPTIMIZE,
+    )
+    image = Image.fromarray(np.ascontiguousarray(nodes.reshape(-1, 1, 3)), "RGB")
+    out = ImageCms.applyTransform(image, transform)
+    assert out is not None
+    return np.asarray(out).reshape(nodes.shape)
+
+
+@pytest.mark.parametrize("intent", [0, 1, 2, 3], ids=["perceptual", "relative", "sat", "abs"])
+def test_icc_profile_holds_the_table_for_every_intent(intent: int) -> None:
+    """At its lattice nodes the profile gives back the table (to the 8-bit rounding of the
+    output) for every rendering intent: perceptual and saturation through the v4 perceptual
+    black that LittleCMS compensates, colorimetric through the plain pipeline."""
+    from PIL import ImageCms
+
+    lut = _look(18)
+    out = export_lut(lut, "icc", title="Teal look – café", comments=["18 points per axis"])
+    assert (out.ext, out.content_type, out.size) == ("icc", "application/vnd.iccprofile", 18)
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(out.data)).profile
+    assert profile.profile_description == "Teal look – café"
+    assert INPUT_ENCODING in profile.copyright
+    assert "18 points per axis" in profile.copyright
+    assert profile.rendering_intent == 0
+    got = _lcms_at_nodes(out.data, 18, intent).astype(int)
+    expected = np.rint(lut.table.astype(np.float64) * 255).astype(int)
+    assert np.abs(got - expected).max() <= 1
+
+
+def test_icc_export_bakes_a_cube_domain_and_clips_to_the_unit_range() -> None:
+    """A ``.cube`` domain is baked in (the profile's input is [0, 1]); table values outside
+    [0, 1] are clipped (a 16-bit CLUT holds no more, and the service's result is clipped too)."""
+    table = _look(18).table.astype(np.float64) * 1.2 - 0.1
+    lut = LUT3D(table, domain_min=[-0.1, 0.0, 0.0], domain_max=[1.2, 1.0, 1.1])
+    got = _lcms_at_nodes(export_lut(lut, "icc").data, 18, 1).astype(int)
+    unit = lut.apply(LUT3D.identity(18).table)
+    expected = np.rint(np.clip(unit, 0, 1) * 255).astype(int)
+    assert np.abs(got - expected).max() <= 1

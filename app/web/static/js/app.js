@@ -20,6 +20,7 @@ const EXPORT_HELP = {
   "3dl": ".3dl: Autodesk Flame/Lustre, Nuke, OpenColorIO; ffmpeg's lut3d reads the 17-point one.",
   spi3d: ".spi3d: OpenColorIO configs, Nuke, Blender, Krita.",
   csp: ".csp (cineSpace): OpenColorIO configs, Nuke, Resolve.",
+  icc: ".icc (ICC v4 profile): assign it to an sRGB photo, or convert from it to sRGB, in a color-managed app: Photoshop (Edit > Assign/Convert to Profile), Capture One (ICC profile), LittleCMS tools (tificc -i look.icc).",
 };
 
 function page(title, ...children) {
