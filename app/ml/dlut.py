@@ -85,6 +85,13 @@ teal_and_orange_cinema dlut +3.92 dB (worst -1.74), 2.69, 0 %, 57.9 dB, 1.23, 45
 5-17, 32-45 dB.) The oracle (the shared look alone) has a worst photo at -3.70 dB on teal: per-photo
 exposure and white balance make "never below doing nothing" unreachable for any global look there.
 
+After the 2026-12-02 time changes (``budget_pixels`` for fold fits, auto's final-fit share;
+busy machine), ``python -m bench real_edits``: dlut golden_years_film +1.57 dB mean (worst
+-2.11), teal_and_orange_cinema +3.45 (worst -3.55), local gain <= 3.05, 0 % outside, >= 52.6 dB,
+ho/act 1.22-1.24, 57-64 s; ``ml_quality`` 3 pairs mean dE00 0.37 / p95 1.58, one pair 2.41 /
+6.13 (larger ``smoothness`` for one pair was worse: 1e-7 and 3e-6 raised cold_shadows 4.08 to
+7.07 / 8.57 dE00).
+
 Pixels: more than ``max_pixels`` (200k) training pixels are subsampled per color cell (up to a
 cap per 17^3 cell, every pixel of a rare color kept, reweighted so each cell keeps its weight);
 the former uniform 600k subset lost rare colors. Quick check, 3 LUT-made pairs (ml_quality's
