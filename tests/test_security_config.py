@@ -289,8 +289,8 @@ def test_a_generated_key_is_shared_with_the_worker_and_kept_across_starts(
 ) -> None:
     """``picfilter serve`` twice on one DATA_DIR without JWT_SECRET_KEY: the first start makes
     ``secret_key`` (0600); the worker beside the API signs a download URL the API accepts (one
-    key in both processes); after a restart the first start's signed download URL still verifies, and its access
-    token's signature too (its in-process session is over)."""
+    key in both processes); after a restart the first start's signed download URL still
+    verifies, and its access token's signature too (its in-process session is over)."""
     data = tmp_path / "data"
     port = free_port()
     env = process_env(data, PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")

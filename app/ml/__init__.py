@@ -32,7 +32,6 @@ if TYPE_CHECKING:
         dumps_cube,
         read_cube_file,
         read_cube_text,
-        read_lut,
         write_cube,
     )
     from app.ml.learn import (
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
         save_style_bytes,
     )
     from app.ml.lut import LUT3D, LUTStyle, apply_torch, warmup
+    from app.ml.lut_formats import read_lut
     from app.ml.options import OptionsError, validate_options
 
 _WHERE = {
@@ -56,7 +56,7 @@ _WHERE = {
     "dumps_cube": "cube_export",
     "read_cube_file": "cube_export",
     "read_cube_text": "cube_export",
-    "read_lut": "cube_export",
+    "read_lut": "lut_formats",
     "write_cube": "cube_export",
     "LearnResult": "learn",
     "learn_style": "learn",

@@ -31,8 +31,8 @@ hands back a processor rather than the table (getting the lattice means sampling
 data block is parsed with NumPy (``np.fromstring``) and validated with vectorized byte scans, and
 writing formats the digits with NumPy: a 65^3 file reads and writes in well under 0.3 s
 (``python -m bench cube_io`` prints the measured times). ``.3dl`` and HaldCLUT PNGs are
-:mod:`app.ml.lut_formats`; other formats (``.csp``, ``.spi3d``, ...) are read through OpenColorIO
-in :func:`read_lut`.
+:mod:`app.ml.lut_formats`, whose :func:`~app.ml.lut_formats.read_lut` reads any LUT file (other
+formats, ``.csp``, ``.spi3d``, ..., through OpenColorIO).
 
 Example::
 
@@ -71,7 +71,6 @@ __all__ = [
     "parse_cube_text",
     "read_cube_file",
     "read_cube_text",
-    "read_lut",
     "write_cube",
 ]
 
@@ -548,39 +547,3 @@ def write_cube(
             path.write(text.encode("utf-8"))  # type: ignore[arg-type]
         return
     Path(path).write_bytes(text.encode("utf-8"))
-
-
-# ---------------------------------------------------------------------------------------------
-# other formats through OpenColorIO
-# ---------------------------------------------------------------------------------------------
-def read_lut(path: os.PathLike[str], *, size: int = BAKE_SIZE) -> LUT3D:
-    """Read any LUT file: ``.cube`` with :func:`read_cube_file`, ``.3dl`` and HaldCLUT ``.png``
-    with :func:`app.ml.lut_formats.read_lut_file` (their own lattice), other formats
-    OpenColorIO knows (``.csp``, ``.spi3d``, ``.spi1d``, ``.clf``, ...) by evaluating OpenColorIO's
-    processor on a ``size``^3 lattice over [0, 1] (an approximation when the file's own lattice
-    differs). ``path`` is a :class:`~pathlib.Path`; a ``str`` is a TypeError."""
-    p = require_path(path, "a LUT file")
-    if p.suffix.lower() == ".cube":
-        return read_cube_file(p)
-    if p.suffix.lower() in (".3dl", ".png"):  # the file's own table (app.ml.lut_formats)
-        from app.ml.lut_formats import read_lut_file
-
-        return read_lut_file(p)
-    if not p.is_file():
-        raise ValueError(f"{p}: not a regular file")
-    try:
-        import PyOpenColorIO as ocio
-    except ImportError as exc:  # pragma: no cover - opencolorio is a dependency
-        raise ValueError(f"cannot read {p.suffix} LUTs without OpenColorIO") from exc
-    try:
-        config = ocio.Config.CreateRaw()
-        transform = ocio.FileTransform(
-            src=str(p), interpolation=ocio.INTERP_LINEAR, direction=ocio.TRANSFORM_DIR_FORWARD
-        )
-        processor = config.getProcessor(transform).getDefaultCPUProcessor()
-    except Exception as exc:
-        raise ValueError(f"cannot read LUT file {p.name}: {exc}") from exc
-    lattice = LUT3D.identity(size).table.copy()
-    flat = np.ascontiguousarray(lattice.reshape(-1, 3))
-    processor.applyRGB(flat)
-    return LUT3D(flat.reshape(lattice.shape), title=p.stem)

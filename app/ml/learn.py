@@ -1072,7 +1072,7 @@ def load_style(path: Path) -> StyleModel:
         raise FileNotFoundError(f"{p}: no such style file or directory")
     suffix = p.suffix.lower()
     if suffix in _LUT_SUFFIXES:
-        from app.ml.cube_export import read_lut
+        from app.ml.lut_formats import read_lut
 
         lut = read_lut(p)
         return LUTStyle(lut, kind="imported", info={"filename": p.name, "title": lut.title or ""})

@@ -47,11 +47,13 @@ from typing import Any
 import numpy as np
 
 from app.ml.cube_export import (
+    BAKE_SIZE,
     MAX_FILE_BYTES,
     CubeParseError,
     _parse_block,
     _read_file,
     dumps_cube,
+    read_cube_file,
     read_cube_text,
 )
 from app.ml.lut import LUT3D, MAX_SIZE, identity_table
@@ -69,6 +71,7 @@ __all__ = [
     "hald_points",
     "read_3dl_text",
     "read_haldclut_bytes",
+    "read_lut",
     "read_lut_bytes",
     "read_lut_file",
     "source_size",
@@ -396,3 +399,37 @@ def read_3dl_text(data: str | bytes | bytearray | memoryview) -> LUT3D:
         bits += 2
     table = (values / (2**bits - 1)).astype(np.float32).reshape(n, n, n, 3)
     return LUT3D(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# other formats through OpenColorIO
+# ---------------------------------------------------------------------------------------------
+def read_lut(path: os.PathLike[str], *, size: int = BAKE_SIZE) -> LUT3D:
+    """Read any LUT file: ``.cube`` with :func:`read_cube_file`, ``.3dl`` and HaldCLUT ``.png``
+    with :func:`read_lut_file` (their own lattice), other formats
+    OpenColorIO knows (``.csp``, ``.spi3d``, ``.spi1d``, ``.clf``, ...) by evaluating OpenColorIO's
+    processor on a ``size``^3 lattice over [0, 1] (an approximation when the file's own lattice
+    differs). ``path`` is a :class:`~pathlib.Path`; a ``str`` is a TypeError."""
+    p = require_path(path, "a LUT file")
+    if p.suffix.lower() == ".cube":
+        return read_cube_file(p)
+    if p.suffix.lower() in (".3dl", ".png"):  # the file's own table
+        return read_lut_file(p)
+    if not p.is_file():
+        raise ValueError(f"{p}: not a regular file")
+    try:
+        import PyOpenColorIO as ocio
+    except ImportError as exc:  # pragma: no cover - opencolorio is a dependency
+        raise ValueError(f"cannot read {p.suffix} LUTs without OpenColorIO") from exc
+    try:
+        config = ocio.Config.CreateRaw()
+        transform = ocio.FileTransform(
+            src=str(p), interpolation=ocio.INTERP_LINEAR, direction=ocio.TRANSFORM_DIR_FORWARD
+        )
+        processor = config.getProcessor(transform).getDefaultCPUProcessor()
+    except Exception as exc:
+        raise ValueError(f"cannot read LUT file {p.name}: {exc}") from exc
+    lattice = LUT3D.identity(size).table.copy()
+    flat = np.ascontiguousarray(lattice.reshape(-1, 3))
+    processor.applyRGB(flat)
+    return LUT3D(flat.reshape(lattice.shape), title=p.stem)

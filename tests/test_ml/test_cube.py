@@ -14,10 +14,10 @@ from app.ml.cube_export import (
     parse_cube_text,
     read_cube_file,
     read_cube_text,
-    read_lut,
     write_cube,
 )
 from app.ml.lut import LUT3D, identity_table
+from app.ml.lut_formats import read_lut
 
 from .conftest import quantize, reference_trilinear
 

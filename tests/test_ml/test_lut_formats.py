@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.ml.cube_export import CubeParseError, read_lut
+from app.ml.cube_export import CubeParseError
 from app.ml.lut import LUT3D, LUTStyle
 from app.ml.lut_formats import (
     INPUT_ENCODING,
@@ -22,6 +22,7 @@ from app.ml.lut_formats import (
     hald_points,
     read_3dl_text,
     read_haldclut_bytes,
+    read_lut,
     read_lut_bytes,
     read_lut_file,
     source_size,
