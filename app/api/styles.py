@@ -189,7 +189,8 @@ async def get_style(
 ) -> StyleOut:
     """(public for public/unlisted styles) One style; another user's private style is a 404."""
     style = await style_service.get_style(session, style_id, user)
-    return style_out(style, style.owner, storage)
+    # the preview URL as the gallery lists it: reused while it has half its validity left
+    return style_out(style, style.owner, gallery_service.cached_storage(storage))
 
 
 @router.patch("/{style_id}", response_model=StyleOut, responses=_errors(401, 403, 404))
