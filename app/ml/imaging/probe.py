@@ -51,8 +51,12 @@ def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> Image
     try:
         width, height = im.size
         icc = im.info.get("icc_profile")
-        orientation = orientation_of(im)
-        exif = extract_exif(im) if want_exif else None
+        # Pillow's getexif() on a PNG whose eXIf chunk it has not met yet decodes the whole
+        # image to look for one after the pixels: a probe takes only an eXIf before IDAT
+        # (where writers put it), so a PNG is never decoded here
+        header_exif = family != "png" or "exif" in im.info
+        orientation = orientation_of(im) if header_exif else 1
+        exif = extract_exif(im) if want_exif and header_exif else ({} if want_exif else None)
         mode = im.mode
         if family == "png":
             try:
