@@ -86,6 +86,23 @@ def _db_url(name: str, driver: str | None = None) -> str:
     return f"{base}/{name}"
 
 
+def production_env(db_name: str, data_dir: str, **extra: str) -> dict[str, str]:
+    """The settings every server benchmark runs the API with: database ``db_name`` on the bench
+    server, production mode, a fresh key, rate limits off, a data dir, quiet logs, no worker
+    inside the API; ``extra`` adds or overrides settings."""
+    return {
+        "DATABASE_URL": _db_url(db_name, "asyncpg"),
+        "DATABASE_SYNC_URL": _db_url(db_name, "psycopg"),
+        "ENVIRONMENT": "production",
+        "JWT_SECRET_KEY": secrets.token_urlsafe(32),
+        "RATE_LIMIT_ENABLED": "false",
+        "DATA_DIR": data_dir,
+        "LOG_LEVEL": "WARNING",
+        "EMBEDDED_WORKER": "false",
+        **extra,
+    }
+
+
 @contextmanager
 def fresh_database() -> Iterator[str]:
     import psycopg
@@ -568,17 +585,7 @@ def run() -> None:
         flush=True,
     )
     with fresh_database() as db_name, tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "DATABASE_URL": _db_url(db_name, "asyncpg"),
-            "DATABASE_SYNC_URL": _db_url(db_name, "psycopg"),
-            "ENVIRONMENT": "production",
-            "JWT_SECRET_KEY": secrets.token_urlsafe(32),
-            "RATE_LIMIT_ENABLED": "false",
-            "DATA_DIR": tmp,
-            "LOG_LEVEL": "WARNING",
-            "EMBEDDED_WORKER": "false",
-        }
+        env = {**os.environ, **production_env(db_name, tmp)}
         for key in ("REDIS_URL", "S3_ENDPOINT", "CELERY_BROKER_URL"):
             env.pop(key, None)
         redis_used = _redis_ok()

@@ -56,6 +56,7 @@ from bench.gallery import (
     _redis_ok,
     fresh_database,
     migrate,
+    production_env,
     seed,
 )
 
@@ -242,22 +243,18 @@ def run() -> None:
         with fresh_database() as db_name, tempfile.TemporaryDirectory() as tmp:
             env = {
                 **os.environ,
-                "DATABASE_URL": _db_url(db_name, "asyncpg"),
-                "DATABASE_SYNC_URL": _db_url(db_name, "psycopg"),
-                "ENVIRONMENT": "production",
-                "JWT_SECRET_KEY": secrets.token_urlsafe(32),
-                "RATE_LIMIT_ENABLED": "false",
-                "DATA_DIR": tmp,
-                "LOG_LEVEL": "WARNING",
-                "EMBEDDED_WORKER": "false",
-                "REDIS_URL": REDIS_URL,
-                "REDIS_KEY_PREFIX": f"bench-{db_name}:",
-                "STORAGE_BACKEND": "s3",
-                "S3_ENDPOINT": moto.url,
-                "S3_ACCESS_KEY": ACCESS_KEY,
-                "S3_SECRET_KEY": SECRET_KEY,
-                "S3_BUCKET": f"picfilter-load-{secrets.token_hex(4)}",
-                "S3_CREATE_BUCKET": "true",
+                **production_env(
+                    db_name,
+                    tmp,
+                    REDIS_URL=REDIS_URL,
+                    REDIS_KEY_PREFIX=f"bench-{db_name}:",
+                    STORAGE_BACKEND="s3",
+                    S3_ENDPOINT=moto.url,
+                    S3_ACCESS_KEY=ACCESS_KEY,
+                    S3_SECRET_KEY=SECRET_KEY,
+                    S3_BUCKET=f"picfilter-load-{secrets.token_hex(4)}",
+                    S3_CREATE_BUCKET="true",
+                ),
             }
             for key in ("CELERY_BROKER_URL", "CDN_BASE_URL", "BCRYPT_ROUNDS"):
                 env.pop(key, None)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,11 +30,11 @@ from bench.gallery import (
     PG_URL,
     REDIS_URL,
     SEARCH_WORD,
-    _db_url,
     _drop_redis_keys,
     _redis_ok,
     fresh_database,
     migrate,
+    production_env,
     seed,
 )
 
@@ -124,24 +123,19 @@ def run() -> None:
         raise SystemExit(f"Redis at {REDIS_URL} does not answer: this bench needs it")
     load_before = os.getloadavg()[0]
     with fresh_database() as db_name, tempfile.TemporaryDirectory() as tmp:
-        env = {
-            "DATABASE_URL": _db_url(db_name, "asyncpg"),
-            "DATABASE_SYNC_URL": _db_url(db_name, "psycopg"),
-            "ENVIRONMENT": "production",
-            "JWT_SECRET_KEY": secrets.token_urlsafe(32),
-            "RATE_LIMIT_ENABLED": "true",
-            "RATE_LIMIT_DEFAULT": "1000000/minute",
-            "DATA_DIR": tmp,
-            "LOG_LEVEL": "WARNING",
-            "EMBEDDED_WORKER": "false",
-            "REDIS_URL": REDIS_URL,
-            "REDIS_KEY_PREFIX": f"bench-{db_name}:",
-            "STORAGE_BACKEND": "s3",
-            "S3_ENDPOINT": "http://127.0.0.1:9",
-            "S3_ACCESS_KEY": "bench",
-            "S3_SECRET_KEY": "bench",
-            "S3_BUCKET": "picfilter-bench",
-        }
+        env = production_env(
+            db_name,
+            tmp,
+            RATE_LIMIT_ENABLED="true",
+            RATE_LIMIT_DEFAULT="1000000/minute",
+            REDIS_URL=REDIS_URL,
+            REDIS_KEY_PREFIX=f"bench-{db_name}:",
+            STORAGE_BACKEND="s3",
+            S3_ENDPOINT="http://127.0.0.1:9",
+            S3_ACCESS_KEY="bench",
+            S3_SECRET_KEY="bench",
+            S3_BUCKET="picfilter-bench",
+        )
         for key in ("CELERY_BROKER_URL", "CDN_BASE_URL", "BCRYPT_ROUNDS"):
             os.environ.pop(key, None)
         migrate({**os.environ, **env})
