@@ -14,15 +14,18 @@ The production-like stack, all on this machine:
 
 Then 20 accounts are made through the API, each with an imported style and two uploaded,
 confirmed images (their thumbnails made by the worker). locust (headless, ``BENCH_LOAD_USERS``
-users, default 32, little think time) drives the mix of :mod:`bench._locustfile` for
+users, default 16, little think time) drives the mix of :mod:`bench._locustfile` for
 ``BENCH_SECONDS`` (default 60): gallery pages (newest / top rated / most used), search and tag
 filters, style pages, comment lists, job polls, apply submissions and logins. After the load,
 every submitted apply job must finish (waits up to ``BENCH_DRAIN_SECONDS``, default 300).
 
 Prints requests/s, p50 / p95 / p99 per endpoint and errors (locust's figures), and the apply
 jobs' latency (created -> finished, from the database). The goal of issue 14: 0 errors, gallery
-p95 <= 100 ms at >= 200 requests/s overall, every job done. The load tool runs on the same cores
-as everything it measures; benchmarks measure, they never assert.
+p95 <= 100 ms at >= 200 requests/s overall, every job done. The default of 16 users puts
+about 250-300 requests/s on 2 quiet cores, past the goal's rate; 32 users saturate them
+(about 280 requests/s, measured) and then only queueing grows, so p95 measures the queue, not
+the service: run ``BENCH_LOAD_USERS=32`` to see that end of the curve. The load tool runs on
+the same cores as everything it measures; benchmarks measure, they never assert.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from bench.gallery import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "60"))
-USERS = int(os.environ.get("BENCH_LOAD_USERS", "32"))
+USERS = int(os.environ.get("BENCH_LOAD_USERS", "16"))
 DRAIN_SECONDS = float(os.environ.get("BENCH_DRAIN_SECONDS", "300"))
 ACCOUNTS = 20
 FINISHED = ("completed", "failed", "cancelled")
