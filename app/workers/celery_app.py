@@ -20,6 +20,7 @@ from kombu import Queue
 
 from app.config import Settings, get_settings
 from app.models.job import JOB_ROUTES
+from app.workers.broker_fs import broker_url
 
 log = logging.getLogger("picfilter.worker")
 
@@ -55,7 +56,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings) -> Celery:
     app = Celery(
         "picfilter",
-        broker=settings.broker_url,
+        broker=broker_url(settings.broker_url),
         include=["app.workers.io_tasks", "app.workers.ml_tasks"],
     )
     app.conf.update(
