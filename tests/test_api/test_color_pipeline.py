@@ -208,6 +208,27 @@ async def test_heic_comes_back_as_heic(client, user, live_worker) -> None:
         assert im.size == (64, 48)
 
 
+async def _learn_then_apply_unseen(
+    client: Any, user: Any, worker: WorkerProcess, name: str, pairs: list[dict[str, str]], lut: Any
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Learn a ``dlut`` style ``name`` from ``pairs``, apply it to an unseen sRGB photo; the
+    style as read back, and the ΔE00 of the result against ``lut`` applied to that photo."""
+    style = await create_style(client, user, name=name)
+    r = await client.post(
+        f"/api/v1/styles/{style['id']}/learn",
+        json={"model": "dlut", "pairs": pairs},
+        headers=user.headers,
+    )
+    assert r.status_code == 202, r.text
+    done = await wait_for_job(client, user, r.json()["id"], timeout=150, worker=worker)
+    assert done["status"] == "completed", done
+    style = (await client.get(f"/api/v1/styles/{style['id']}", headers=user.headers)).json()
+    unseen = photo("rocket.jpg", 360)
+    image = await upload_image(client, user, _png(unseen, None), "image/png")
+    _, data = await _apply(client, user, style["id"], image["id"])
+    return style, delta_e2000(load_image(data)[0], lut.apply(unseen))
+
+
 @pytest.mark.slow
 async def test_learning_converts_wide_gamut_pairs(client, user, worker: WorkerProcess) -> None:
     """Pairs uploaded in Display P3 and Adobe RGB (the same scenes as sRGB pairs, converted)
@@ -229,23 +250,10 @@ async def test_learning_converts_wide_gamut_pairs(client, user, worker: WorkerPr
         a = await upload_image(client, user, _png(lcms_convert(after, srgb, icc), icc), "image/png")
         assert b["color_profile"] != "sRGB (assumed)", name
         pairs.append({"before_image_id": b["id"], "after_image_id": a["id"]})
-    style = await create_style(client, user, name="Film from wide-gamut pairs")
-    r = await client.post(
-        f"/api/v1/styles/{style['id']}/learn",
-        json={"model": "dlut", "pairs": pairs},
-        headers=user.headers,
+    style, de = await _learn_then_apply_unseen(
+        client, user, worker, "Film from wide-gamut pairs", pairs, lut
     )
-    assert r.status_code == 202, r.text
-    done = await wait_for_job(client, user, r.json()["id"], timeout=150, worker=worker)
-    assert done["status"] == "completed", done
-    metrics = (await client.get(f"/api/v1/styles/{style['id']}", headers=user.headers)).json()[
-        "metrics"
-    ]
-    assert metrics["working_space"].startswith("sRGB")
-    unseen = photo("rocket.jpg", 360)
-    image = await upload_image(client, user, _png(unseen, None), "image/png")
-    _, data = await _apply(client, user, style["id"], image["id"])
-    de = delta_e2000(load_image(data)[0], lut.apply(unseen))
+    assert style["metrics"]["working_space"].startswith("sRGB")
     print(f"learned from wide-gamut pairs, unseen sRGB photo: mean ΔE00 {de['mean']:.3f}")
     assert de["mean"] < 1.0, de
 
@@ -268,19 +276,9 @@ async def test_learning_from_16bit_tiff_pairs(client, user, worker: WorkerProces
             data = encode_image(convert(pixels, None, adobe), "tiff", icc_profile=adobe)
             ids.append((await upload_image(client, user, data, "image/tiff"))["id"])
         pairs.append({"before_image_id": ids[0], "after_image_id": ids[1]})
-    style = await create_style(client, user, name="Film from 16-bit TIFF pairs")
-    r = await client.post(
-        f"/api/v1/styles/{style['id']}/learn",
-        json={"model": "dlut", "pairs": pairs},
-        headers=user.headers,
+    _, de = await _learn_then_apply_unseen(
+        client, user, worker, "Film from 16-bit TIFF pairs", pairs, lut
     )
-    assert r.status_code == 202, r.text
-    done = await wait_for_job(client, user, r.json()["id"], timeout=150, worker=worker)
-    assert done["status"] == "completed", done
-    unseen = photo("rocket.jpg", 360)
-    image = await upload_image(client, user, _png(unseen, None), "image/png")
-    _, data = await _apply(client, user, style["id"], image["id"])
-    de = delta_e2000(load_image(data)[0], lut.apply(unseen))
     print(
         f"learned from 16-bit Adobe RGB TIFF pairs, unseen sRGB photo: mean ΔE00 {de['mean']:.3f}"
     )

@@ -86,16 +86,24 @@ EXPORTS = [
 ]
 
 
-@pytest.mark.slow
-async def test_every_export_opens_in_its_consumer_like_the_service_applies(
-    client: Any, user: Account, live_worker: Any, tmp_path: Path
-) -> None:
+async def _imported_look_applied(
+    client: Any, user: Account, live_worker: Any
+) -> tuple[np.ndarray, str, np.ndarray]:
+    """``LOOK`` imported as "Classic Film" and applied by the service to a shared photo: the
+    photo, the style id and the service's result."""
     image = photo("tahoe-gps.jpg", 640)
     r = await import_cube(client, user, source_path(LOOK), name="Classic Film")
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
     uploaded = await upload_image(client, user, encode(np.ascontiguousarray(image)), "image/png")
-    service = await _apply_png(client, user, sid, uploaded["id"], live_worker)
+    return image, sid, await _apply_png(client, user, sid, uploaded["id"], live_worker)
+
+
+@pytest.mark.slow
+async def test_every_export_opens_in_its_consumer_like_the_service_applies(
+    client: Any, user: Account, live_worker: Any, tmp_path: Path
+) -> None:
+    image, sid, service = await _imported_look_applied(client, user, live_worker)
     assert np.abs(service.astype(int) - shared_lut(LOOK).apply(image).astype(int)).max() <= 1
     photo16 = write_png16(image, tmp_path / "photo.png")
     measured: dict[str, float] = {}
@@ -130,12 +138,7 @@ async def test_icc_export_is_a_profile_littlecms_applies_like_the_service(
 
     from PIL import ImageCms
 
-    image = photo("tahoe-gps.jpg", 640)
-    r = await import_cube(client, user, source_path(LOOK), name="Classic Film")
-    assert r.status_code == 201, r.text
-    sid = r.json()["id"]
-    uploaded = await upload_image(client, user, encode(np.ascontiguousarray(image)), "image/png")
-    service = await _apply_png(client, user, sid, uploaded["id"], live_worker)
+    image, sid, service = await _imported_look_applied(client, user, live_worker)
     result, data = await _export(client, user, sid, {"format": "icc", "size": 65}, live_worker)
     assert (result["format"], result["size"], result["requested_size"]) == ("icc", 33, 65)
     assert result["filename"] == "classic-film_33.icc"
