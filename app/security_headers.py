@@ -45,6 +45,13 @@ DOCS_CSP = (
     "form-action 'none'; frame-ancestors 'none'"
 )
 HSTS_DEFAULT_MAX_AGE = 31_536_000  # one year
+#: Sent on every response that does not set them itself.
+STATIC_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
 
 
 def origin_of(url: str | None) -> str | None:
@@ -83,7 +90,7 @@ def media_origins(settings: Settings) -> list[str]:
                 f"https://{bucket}.s3.amazonaws.com",
                 f"https://{bucket}.s3.{region}.amazonaws.com",
             ]
-    urls.append(getattr(settings, "cdn_base_url", None))  # CDN_BASE_URL, where it exists
+    urls.append(settings.cdn_base_url)
     return [o for o in (origin_of(u) for u in urls) if o]
 
 
@@ -97,16 +104,21 @@ class SecurityHeadersMiddleware:
         hsts_max_age: int = HSTS_DEFAULT_MAX_AGE,
     ) -> None:
         self.app = app
-        self.web_policy = web_policy
         self.docs_paths = tuple(p for p in docs_paths if p)
-        self.hsts = f"max-age={hsts_max_age}; includeSubDomains" if hsts_max_age > 0 else None
+        self.hsts = (
+            f"max-age={hsts_max_age}; includeSubDomains".encode("latin-1")
+            if hsts_max_age > 0
+            else None
+        )
+        self.csp = {p: v.encode("latin-1") for p, v in (("api", API_CSP), ("docs", DOCS_CSP))}
+        self.csp["web"] = web_policy.encode("latin-1")
 
-    def _csp(self, path: str, content_type: str) -> str:
+    def _csp(self, path: str, content_type: str) -> bytes:
         if not content_type.startswith("text/html"):
-            return API_CSP
+            return self.csp["api"]
         if any(path == p or path.startswith(p + "/") for p in self.docs_paths):
-            return DOCS_CSP
-        return self.web_policy
+            return self.csp["docs"]
+        return self.csp["web"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,15 +133,12 @@ class SecurityHeadersMiddleware:
                 present = {k.lower() for k, _ in headers}
                 content_type = Headers(raw=headers).get("content-type", "").lower()
                 wanted = [
-                    (b"x-content-type-options", "nosniff"),
-                    (b"x-frame-options", "DENY"),
-                    (b"referrer-policy", "no-referrer"),
-                    (b"cross-origin-opener-policy", "same-origin"),
+                    *STATIC_HEADERS,
                     (b"content-security-policy", self._csp(path, content_type)),
                 ]
                 if tls and self.hsts:
                     wanted.append((b"strict-transport-security", self.hsts))
-                headers += [(k, v.encode("latin-1")) for k, v in wanted if k not in present]
+                headers += [(k, v) for k, v in wanted if k not in present]
                 message["headers"] = headers
             await send(message)
 
