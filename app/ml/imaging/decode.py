@@ -228,10 +228,24 @@ def open_image(path: os.PathLike[str], family: str, max_pixels: int) -> Image.Im
     return im
 
 
+def header_exif(im: Image.Image) -> Image.Exif:
+    """``im``'s EXIF, read without decoding its pixels.
+
+    Pillow's ``getexif()`` on a PNG whose eXIf chunk it has not met yet decodes the whole image
+    to look for one after the pixel data (hundreds of MB for a large PNG, and a wasted decode
+    where libvips decodes the 16-bit pixels). Here a PNG's EXIF counts only when its eXIf chunk
+    comes before the pixels, where writers put it: one rule for the probe's sizes, thumbnails,
+    learning and applying alike.
+    """
+    if im.format == "PNG" and "exif" not in im.info:
+        return Image.Exif()
+    return im.getexif()
+
+
 def orientation_of(im: Image.Image) -> int:
-    """The EXIF orientation (1..8; 1 when absent or unreadable)."""
+    """The EXIF orientation (1..8; 1 when absent or unreadable), from :func:`header_exif`."""
     try:
-        value = im.getexif().get(ORIENTATION_TAG, 1)
+        value = header_exif(im).get(ORIENTATION_TAG, 1)
     except Exception:
         return 1
     return value if isinstance(value, int) and value in _TRANSPOSE else 1
@@ -421,7 +435,7 @@ def load_image(
         mode = im.mode
         icc = im.info.get("icc_profile") or None
         raw_exif = im.info.get("exif") or None
-        exif_obj = im.getexif()
+        exif_obj = header_exif(im)
         orientation = int(exif_obj.get(ORIENTATION_TAG, 1) or 1)
         if keep_16bit and is_16bit(im):
             data = _source_bytes(source)

@@ -15,6 +15,7 @@ from PIL import ExifTags, Image, ImageCms, TiffImagePlugin
 
 from app.ml.imaging.decode import (
     ImageDecodeError,
+    header_exif,
     open_image,
     orientation_of,
     reason,
@@ -51,12 +52,8 @@ def probe(path: Path, family: str, *, max_pixels: int, want_exif: bool) -> Image
     try:
         width, height = im.size
         icc = im.info.get("icc_profile")
-        # Pillow's getexif() on a PNG whose eXIf chunk it has not met yet decodes the whole
-        # image to look for one after the pixels: a probe takes only an eXIf before IDAT
-        # (where writers put it), so a PNG is never decoded here
-        header_exif = family != "png" or "exif" in im.info
-        orientation = orientation_of(im) if header_exif else 1
-        exif = extract_exif(im) if want_exif and header_exif else ({} if want_exif else None)
+        orientation = orientation_of(im)
+        exif = extract_exif(im) if want_exif else None
         mode = im.mode
         if family == "png":
             try:
@@ -146,7 +143,7 @@ def _json_value(value: Any) -> Any:
 def extract_exif(im: Image.Image) -> dict[str, Any]:
     """Readable EXIF tags (IFD0 and the Exif IFD) as JSON-safe values. GPS is never read."""
     try:
-        exif = im.getexif()
+        exif = header_exif(im)  # never decodes the pixels (a PNG's trailing eXIf is not read)
     except Exception:  # a corrupt EXIF block must not fail the upload
         log.info("unreadable EXIF ignored", exc_info=True)
         return {}
