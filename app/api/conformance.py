@@ -69,10 +69,6 @@ def allowed_methods(routes: Sequence[BaseRoute], path: str) -> set[str]:
     return {m for e in matching if e.params == fewest for m in e.methods}
 
 
-def _allow_header(methods: set[str]) -> str:
-    return ", ".join(sorted(methods))
-
-
 def add_method_not_allowed_routes(app: FastAPI) -> None:
     """A hidden 405 route for each literal path and each method that only a template route
     would take there (``GET /api/v1/images/upload``)."""
@@ -83,17 +79,18 @@ def add_method_not_allowed_routes(app: FastAPI) -> None:
         taken = {m for e in endpoints if e.params and e.regex.match(path) for m in e.methods}
         missing = taken - own
         if missing:
-            allow = _allow_header(own)
-
-            async def not_allowed(request: Request, allow: str = allow) -> NoReturn:
-                raise HTTPException(405, "Method Not Allowed", headers={"Allow": allow})
-
             shadows.append(
                 Route(
                     path, not_allowed, methods=sorted(missing), name=SHADOW, include_in_schema=False
                 )
             )
     app.router.routes[:0] = shadows
+
+
+async def not_allowed(request: Request) -> NoReturn:
+    """The hidden 405 routes' endpoint; the error handler adds ``Allow`` (every method of the
+    path, :func:`allowed_methods`), as for any other 405."""
+    raise HTTPException(405, "Method Not Allowed")
 
 
 def document_limits(schema: dict[str, Any], settings: Settings) -> None:
