@@ -148,6 +148,7 @@ from torch import nn
 
 from app.ml import weights as shipped_weights
 from app.ml.base import ProgressFn, TrainingPair, no_progress
+from app.ml.dlut import PHOTO_GAIN
 from app.ml.lut import LUT3D, identity_table, plain_value
 from app.ml.paths import require_path
 from app.ml.torch_utils import (
@@ -165,6 +166,8 @@ STATE_VERSION = 2
 LUT_SIZE = 33
 NUM_LUTS = 3
 VIEW = 256  # the classifier's input side
+GAIN_VIEW = 512  # long side at which a fitted model checks its per-image LUT's local gain
+GAIN_BLENDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 
 __all__ = [
     "KIND",
@@ -312,6 +315,17 @@ class Adaptive3DLUTModel:
     fused with the classifier's weights and clipped to [0, 1], then (when ``post_lut`` is set) a
     global look composed after it. With ``adaptive=False`` the classifier and basis LUTs are not
     used at all: the model is its ``post_lut`` alone (the "global" candidate of :func:`fit`).
+
+    ``max_gain`` (set by :func:`fit`, None for the published model): the LUT is different for
+    every image, so no check at learning time covers a photo it has not seen. Each image's LUT
+    is therefore checked on that image (box-reduced to :data:`GAIN_VIEW` px): while its p99.9
+    local gain (:func:`app.ml.metrics.local_gain`) exceeds ``max_gain``, the LUT is blended
+    toward the identity in steps of 10 % (what ``apply(image, strength)`` does). Measured on the
+    real-like benchmark (``bench.real_edits``), one run's fine-tuned LUT reached 5.57 on one
+    of its photos where the look itself stays under 5.
+    Cost, measured on the 12.5 MP ``ultrahdr_sky.jpg`` (published weights): ``image_lut``
+    0.24-0.32 s without the check, 0.39-0.40 s with it when the LUT passes, 0.88-0.96 s when it
+    has to blend down to a bound of 1.5 (the box reduction and each step's 512 px application).
     """
 
     kind = KIND
@@ -326,6 +340,7 @@ class Adaptive3DLUTModel:
         info: dict[str, Any] | None = None,
         post_lut: LUT3D | None = None,
         adaptive: bool = True,
+        max_gain: float | None = None,
     ) -> None:
         self.device = pick_device(device)
         self.net = net.to(self.device).eval()
@@ -344,6 +359,7 @@ class Adaptive3DLUTModel:
         self.info: dict[str, Any] = dict(info or {})
         self.post_lut = post_lut
         self.adaptive = bool(adaptive)
+        self.max_gain = None if max_gain is None else float(max_gain)
 
     def __repr__(self) -> str:
         post = "" if self.post_lut is None else f", post_lut={self.post_lut.size}^3"
@@ -387,10 +403,32 @@ class Adaptive3DLUTModel:
         return LUT3D(table)
 
     def image_lut(self, image: np.ndarray) -> LUT3D:
-        """The LUT applied to ``image`` (fused with the weights predicted for it)."""
+        """The LUT applied to ``image`` (fused with the weights predicted for it, then bounded
+        on it by ``max_gain``)."""
         if not self.adaptive:
             return self.lut_for_weights(self.mean_weights)
-        return self.lut_for_weights(self.predict_weights(image))
+        lut = self.lut_for_weights(self.predict_weights(image))
+        return lut if self.max_gain is None else self._bound_gain(lut, image)
+
+    def _bound_gain(self, lut: LUT3D, image: np.ndarray) -> LUT3D:
+        from app.ml.metrics import local_gain
+
+        assert self.max_gain is not None
+        view = _box_reduce(image, GAIN_VIEW)
+
+        def gain(table: np.ndarray) -> float:
+            out = np.clip(LUT3D(table).apply(view), 0.0, 1.0)
+            return float(local_gain(view, out)["p999"])
+
+        if gain(lut.table) <= self.max_gain:
+            return lut
+        ident = identity_table(lut.size)
+        table = lut.table
+        for blend in GAIN_BLENDS:
+            table = ident + np.float32(blend) * (lut.table - ident)
+            if gain(table) <= self.max_gain:
+                break
+        return LUT3D(table)
 
     def apply(self, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
         """Grade ``image`` with the LUT fused for it (same dtype out; floats clipped to [0, 1])."""
@@ -419,6 +457,7 @@ class Adaptive3DLUTModel:
             "mean_weights": torch.from_numpy(self.mean_weights.copy()),
             "view_size": -1 if self.view_size is None else self.view_size,
             "adaptive": self.adaptive,
+            "max_gain": -1.0 if self.max_gain is None else self.max_gain,
             "info": plain_value(self.info),
         }
         if self.post_lut is not None:
@@ -438,6 +477,7 @@ class Adaptive3DLUTModel:
         weights = {k[len("param.") :]: v for k, v in state.items() if k.startswith("param.")}
         net.load_state_dict(weights)
         view_size = int(state.get("view_size", -1))
+        max_gain = float(state.get("max_gain", -1.0))
         post = state.get("post_lut")
         post_lut = None if post is None else LUT3D(np.asarray(post, dtype=np.float32))
         return cls(
@@ -448,6 +488,7 @@ class Adaptive3DLUTModel:
             info=dict(state.get("info", {})),
             post_lut=post_lut,
             adaptive=bool(state.get("adaptive", True)),
+            max_gain=None if max_gain < 0 else max_gain,
         )
 
 
@@ -1019,7 +1060,9 @@ def _model_from(
     if kind == "fine_tuned" and tuned is not None:
         table = tuned.post_table()
         post_lut = None if table is None else LUT3D(published_to_table(table))
-    model = Adaptive3DLUTModel(net, view_size=o.work_size, device=dev, info=info, post_lut=post_lut)
+    model = Adaptive3DLUTModel(
+        net, view_size=o.work_size, device=dev, info=info, post_lut=post_lut, max_gain=PHOTO_GAIN
+    )
     with torch.no_grad():
         views = torch.stack([d.full for d in data])
         model.mean_weights = net(views).mean(dim=0).float().cpu().numpy()

@@ -82,6 +82,7 @@ __all__ = [
     "LearnResult",
     "StrengthStyle",
     "best_strength",
+    "bound_style_gain",
     "fitters",
     "is_out_of_memory",
     "learn_style",
@@ -431,15 +432,83 @@ def _blend_lut(lut: LUT3D, alpha: float) -> LUT3D:
 
 def with_strength(style: StyleModel, alpha: float) -> StyleModel:
     """``style`` at ``alpha`` of its strength: the same object at 1, a LUT-backed style with the
-    blend baked into a copy of its table, else a :class:`StrengthStyle`."""
+    blend baked into a copy of its table, else a :class:`StrengthStyle` (one level: a
+    :class:`StrengthStyle` gets its own strength scaled)."""
     if alpha >= 1.0:
         return style
     if isinstance(style, LUTStyle):
         out = copy.copy(style)
         out.lut = _blend_lut(style.lut, alpha)
-        out.info = {**style.info, "strength": alpha}
+        kept = float(style.info.get("strength", 1.0)) * alpha
+        out.info = {**style.info, "strength": round(kept, 4)}
         return out
+    if isinstance(style, StrengthStyle):
+        return StrengthStyle(style.inner, style.strength * alpha)
     return StrengthStyle(style, alpha)
+
+
+GAIN_STRENGTHS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
+
+
+def bound_style_gain(
+    style: StyleModel, photos: Sequence[np.ndarray], *, max_gain: float | None = None
+) -> tuple[StyleModel, dict[str, Any]]:
+    """Bound the p99.9 local gain (:func:`app.ml.metrics.local_gain`) ``style`` gives on
+    ``photos`` (the training photos, HxWx3 float in [0, 1]) by ``max_gain``
+    (:data:`app.ml.dlut.PHOTO_GAIN`), for every model, after the fit.
+
+    Why here: the table-level bounds (:func:`app.ml.dlut.make_safe`) exist only for table fits,
+    and even those bound the lattice's 99th percentile, not a photo's 99.9th (measured: a
+    ``nilut`` style reached 4.12 on one of its own training photos, an ``adaptive_3dlut``
+    fine-tune 5.57). A LUT-backed style (``dlut``, ``transfer``) is smoothed toward its own
+    smooth version first (:func:`app.ml.dlut.bound_photo_gain`); any other model, or a table
+    still over the bound, is scaled back toward the identity (strength steps of 0.1, as
+    ``apply(image, strength)`` blends) until every photo is within it. Returns the style and
+    ``{"max_gain", "gain_before", "gain_after", "action"}``."""
+    from app.ml.dlut import PHOTO_GAIN, PHOTO_SIDE, bound_photo_gain
+    from app.ml.metrics import local_gain
+
+    bound = PHOTO_GAIN if max_gain is None else float(max_gain)
+    small = []
+    for img in photos:
+        step = max(1, int(np.ceil(max(img.shape[:2]) / PHOTO_SIDE)))
+        small.append(np.ascontiguousarray(np.asarray(img, np.float32)[::step, ::step]))
+
+    def worst(candidate: StyleModel, strength: float = 1.0) -> float:
+        return max(
+            (
+                float(local_gain(p, np.clip(candidate.apply(p, strength), 0.0, 1.0))["p999"])
+                for p in small
+            ),
+            default=0.0,
+        )
+
+    before = worst(style)
+    info: dict[str, Any] = {
+        "max_gain": bound,
+        "gain_before": round(before, 3),
+        "action": "none",
+        "what": "p99.9 local gain on the training photos (512 px)",
+    }
+    gain = before
+    if gain > bound and isinstance(style, LUTStyle):
+        lut, photo_info = bound_photo_gain(style.lut, small, max_gain=bound)
+        if lut is not style.lut:
+            smoothed = copy.copy(style)
+            smoothed.lut = lut
+            smoothed.info = {**style.info, "photo_gain": photo_info}
+            style, gain = smoothed, float(photo_info["gain_after"])
+            info["action"] = "smoothed"
+    if gain > bound:
+        alpha = 0.0
+        for alpha in GAIN_STRENGTHS:
+            gain = worst(style, alpha)
+            if gain <= bound:
+                break
+        style = with_strength(style, alpha)
+        info.update(action="scaled", strength=alpha)
+    info["gain_after"] = round(gain, 3)
+    return style, info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,19 +686,26 @@ def _holdout(
 
 
 def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: float) -> _Outcome:
-    """Fit on all photos, set the strength (one pair: chosen on the held-out pixels of its photo)
-    and measure the training error and the held-out pixels."""
+    """Fit on all photos, set the strength (one pair: chosen on the held-out pixels of its photo),
+    bound its local gain on the training photos (:func:`bound_style_gain`) and measure the
+    training error and the held-out pixels of the style the user gets."""
     start = time.perf_counter()
     fitter = out.fitter
     fitter.report(lo, f"fitting {out.model} on all photos")
     style = fitter.fit(list(range(n_pairs)), deadline - time.perf_counter(), lo, hi)
-    held, train = _pixel_samples(style, fitter.prepared)
     has_holdout = "holdout" in out.metrics
     if not has_holdout:
         # one pair: the held-out tiles of its photo are all there is; keep the full style unless
         # they show it harms them (the same rule as with held-out photos, on ~10 % of one photo).
+        held, _ = _pixel_samples(style, fitter.prepared)
         out.strength = best_strength(*held.joined())
-        scored, identity = _score_samples(held, out.strength)
+    style, guard = bound_style_gain(
+        with_strength(style, out.strength), [p.before for p in fitter.prepared]
+    )
+    out.metrics["local_gain_guard"] = guard
+    held, train = _pixel_samples(style, fitter.prepared)
+    if not has_holdout:
+        scored, identity = _score_samples(held, 1.0)
         out.metrics.update(
             holdout=None,
             holdout_reason=(
@@ -639,26 +715,28 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
             identity_heldout_pixels={k: v for k, v in identity.items() if k != "per_photo_psnr"},
         )
         out.score = scored["delta_e2000_mean"]
-    alpha = out.strength
-    b, p, a = held.joined()
+    _, p, a = held.joined()
     out.metrics["heldout_pixels"] = {
-        **_scores(_blend(b, p, alpha), a),
+        **_scores(p, a),
         "n_pixels": int(sum(int(x.holdout.sum()) for x in fitter.prepared)),
         "what": "unseen 16x16 tiles of the training photos (optimistic: same photos)",
     }
-    b, p, a = train.joined()
+    _, p, a = train.joined()
     out.metrics["fit"] = {
-        **_scores(_blend(b, p, alpha), a),
+        **_scores(p, a),
         "n_pixels": int(sum(int((~x.holdout).sum()) for x in fitter.prepared)),
         "what": "training error: the final fit on its own training pixels",
     }
+    alpha = out.strength
+    if guard.get("strength") is not None:
+        alpha = round(alpha * float(guard["strength"]), 4)
     out.metrics["strength"] = alpha
     out.metrics["strength_basis"] = (
         "held-out photos (out-of-fold predictions)"
         if has_holdout
         else "held-out pixels of the one pair"
-    )
-    out.style = with_strength(style, alpha)
+    ) + ("; then lowered to bound the local gain" if guard["action"] == "scaled" else "")
+    out.style = style
     out.seconds += time.perf_counter() - start
     return out
 

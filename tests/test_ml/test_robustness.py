@@ -222,3 +222,129 @@ def test_exported_table_agrees_under_tetrahedral_and_trilinear(default_model, na
     assert psnr(tri, tet) >= INTEROP_DB
     gain = local_gain(photo, default_model.apply(photo))
     assert gain["p999"] <= GAIN_BOUND, gain
+
+
+# ---------------------------------------------------------------------------------------------
+# every model: the learner bounds the local gain on its training photos (bound_style_gain)
+# ---------------------------------------------------------------------------------------------
+def _torn_nilut():  # type: ignore[no-untyped-def]
+    """A real NILUT whose network is steep: large random weights make neighbouring colors of
+    a smooth photo land far apart (what an over-fitted few-shot MLP can do)."""
+    import torch
+
+    from app.ml.nilut import NILUTModel, NILUTNet
+
+    torch.manual_seed(3)
+    net = NILUTNet(hidden=32, layers=1)
+    with torch.no_grad():
+        for layer in net.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(12.0)
+    return NILUTModel(net, apply_size=33)
+
+
+def _gain_on(style, photos) -> float:  # type: ignore[no-untyped-def]
+    return max(float(local_gain(p, np.clip(style.apply(p), 0, 1))["p999"]) for p in photos)
+
+
+def test_bound_style_gain_scales_back_a_model_that_tears_its_photos() -> None:
+    from app.ml.learn import StrengthStyle, bound_style_gain, load_style_bytes, save_style_bytes
+
+    photos = [make_photo(s, 48, 64).astype(np.float32) / 255.0 for s in (1, 2)]
+    torn = _torn_nilut()
+    assert _gain_on(torn, photos) > PHOTO_GAIN  # the model really tears them
+    safe, info = bound_style_gain(torn, photos)
+    assert info["action"] == "scaled"
+    assert 0.0 <= info["strength"] < 1.0
+    assert isinstance(safe, StrengthStyle)
+    assert _gain_on(safe, photos) <= PHOTO_GAIN
+    assert info["gain_before"] > PHOTO_GAIN >= info["gain_after"]
+    # the bound survives the checkpoint (a StrengthStyle saves its strength)
+    again = load_style_bytes(save_style_bytes(safe))
+    assert _gain_on(again, photos) <= PHOTO_GAIN
+
+
+def test_bound_style_gain_smooths_a_lut_style_and_leaves_a_gentle_one() -> None:
+    from app.ml.learn import bound_style_gain
+    from app.ml.lut import LUTStyle
+
+    x = identity_table(33).astype(np.float64)
+    lum = x.mean(axis=-1, keepdims=True)
+    cliff = np.clip(x + 0.25 * (0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0) - lum), 0.0, 1.0)
+    ramp = np.linspace(0.3, 0.7, 48)
+    photo = np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
+    steep = LUTStyle(LUT3D(cliff.astype(np.float32)), kind="dlut")
+    safe, info = bound_style_gain(steep, [photo])
+    assert info["action"] == "smoothed"
+    assert isinstance(safe, LUTStyle)
+    assert _gain_on(safe, [photo]) <= PHOTO_GAIN < _gain_on(steep, [photo])
+    gentle = LUTStyle(LUT3D(np.clip(x**0.9, 0, 1).astype(np.float32)), kind="dlut")
+    same, info = bound_style_gain(gentle, [photo])
+    assert same is gentle
+    assert info["action"] == "none"
+
+
+def test_learned_nilut_stays_under_the_gain_bound_on_its_photos() -> None:
+    """End to end: a rippling edit (lightness bent back and forth five times: p99.9 local gain
+    4.7 on the photos themselves), learned well by ``nilut`` from two grey-ramp pairs (measured
+    4.4 on them); the style the user gets keeps p99.9 local gain within the bound on the
+    training photos, and the metrics say the guard scaled it back."""
+    from app.ml import learn_style
+
+    def ripple(img: np.ndarray) -> np.ndarray:
+        lum = img.mean(axis=-1, keepdims=True)
+        return np.clip(img + 0.12 * np.sin(2 * np.pi * 5 * lum), 0, 1).astype(np.float32)
+
+    yy, xx = np.mgrid[0:64, 0:96] / 96.0
+    photos = [
+        np.clip(
+            (0.1 + 0.8 * xx)[..., None] * [1.0, 0.95, 0.9]
+            + (0.1 * yy)[..., None] * [0.0, 0.5, 1.0]
+            + 0.03 * k,
+            0,
+            1,
+        ).astype(np.float32)
+        for k in range(2)
+    ]
+    assert local_gain(photos[0], ripple(photos[0]))["p999"] > GAIN_BOUND
+    result = learn_style("nilut", [(p, ripple(p)) for p in photos], time_budget_s=20)
+    guard = result.metrics["local_gain_guard"]
+    assert guard["action"] == "scaled"
+    assert guard["gain_before"] > PHOTO_GAIN >= guard["gain_after"]
+    assert _gain_on(result.model, photos) <= PHOTO_GAIN
+    assert result.metrics["strength"] < 1.0
+    assert "local gain" in result.metrics["strength_basis"]
+
+
+def test_adaptive_model_bounds_each_images_lut_on_that_image() -> None:
+    """The image-adaptive LUT differs per image, so a fitted model checks it on each image it
+    grades: a basis LUT with a cliff at mid grey tears a grey ramp without the bound, and stays
+    within it with the bound (which survives the checkpoint). The published model has none."""
+    import torch
+
+    from app.ml.adaptive_3dlut import Adaptive3DLUTModel, Adaptive3DLUTNet
+    from app.ml.torch_utils import table_to_published
+
+    n = 33
+    x = identity_table(n).astype(np.float64)
+    lum = x.mean(axis=-1, keepdims=True)
+    cliff = np.clip(x + 0.25 * (0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0) - lum), 0.0, 1.0)
+    net = Adaptive3DLUTNet(lut_size=n)
+    with torch.no_grad():
+        net.luts.zero_()
+        net.luts[0] = torch.from_numpy(table_to_published(cliff.astype(np.float32)))
+        net.classifier.model[16].weight.zero_()  # weights = the last bias: (1, 0, 0)
+        net.classifier.model[16].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    ramp = np.linspace(0.3, 0.7, 48)  # ~0.8 ΔE76 between neighbours
+    photo = np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
+    free = Adaptive3DLUTModel(net)
+    assert free.max_gain is None
+    assert _gain_on(free, [photo]) > GAIN_BOUND
+    bounded = Adaptive3DLUTModel(net, max_gain=PHOTO_GAIN)
+    assert _gain_on(bounded, [photo]) <= PHOTO_GAIN
+    again = Adaptive3DLUTModel.from_state_dict(bounded.state_dict())
+    assert again.max_gain == PHOTO_GAIN
+    assert _gain_on(again, [photo]) <= PHOTO_GAIN
+    # a gentle image is graded by the fused LUT unchanged
+    flat = np.full((16, 16, 3), 0.2, np.float32)
+    np.testing.assert_array_equal(bounded.apply(flat), free.apply(flat))
