@@ -20,6 +20,13 @@ further from their after images than doing nothing, in mean ΔE00; the final sty
 keeps it (:func:`with_strength`: baked into a LUT style's table, else a :class:`StrengthStyle`),
 ``metrics["strength"]`` records it, and every holdout figure is measured at it.
 
+No tearing, any model: after the final fit and its strength, :func:`bound_style_gain` checks
+the p99.9 local gain of the style on the training photos against :data:`app.ml.dlut.PHOTO_GAIN`
+(3.6; the goal is 4): a table style is smoothed, anything else scaled back toward the identity;
+``metrics["local_gain_guard"]`` says what was done, and ``fit`` / ``heldout_pixels`` are measured
+on the style as returned. (A fitted ``adaptive_3dlut`` also bounds each photo's own LUT when it
+grades it.)
+
 Time: the whole learn (every fold, every candidate, the final fit) stays within one budget,
 :data:`DEFAULT_TIME_BUDGET_S` (60 s) unless the caller gives ``time_budget_s``; each fit is
 passed its share.
