@@ -111,6 +111,7 @@ BAKE_SIZE = 33
 DEFAULT_WORKING_SIZE = {"dlut": 1200, "nilut": 1200, "adaptive_3dlut": 1200, "transfer": 512}
 MIN_WORKING_SIZE = 64
 OOM_RETRIES = 3
+PHOTO_GAIN_MODELS = ("dlut", "nilut")  # one global look; adaptive_3dlut adapts per photo itself
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_FOLDS = 4  # k of the k-fold-by-photo holdout (k = min(4, pairs))
 DEFAULT_TIME_BUDGET_S = 60.0  # a whole learn (folds, candidates, final fit), any model
@@ -523,7 +524,13 @@ def bound_style_gain(
 # ---------------------------------------------------------------------------------------------
 class _Fitter:
     """Runs one model's fit on a subset of the photos, preparing them at the working size and
-    retrying at half the size when the fit runs out of memory (the smaller size then sticks)."""
+    retrying at half the size when the fit runs out of memory (the smaller size then sticks).
+
+    With ``photo_gains`` (models in :data:`PHOTO_GAIN_MODELS`, 2+ photos in the subset) each
+    photo's own exposure and white balance are estimated on that subset alone
+    (:func:`app.ml.photo_gains.estimate_photo_gains`, so a fold never sees its held-out photo)
+    and taken out of its "before" image; the estimate is cached per subset (``auto``'s
+    candidates share it) and its time comes out of the fit's budget."""
 
     def __init__(
         self,
@@ -534,12 +541,24 @@ class _Fitter:
         seed: int,
         dev: torch.device,
         report: ProgressFn,
-        cache: dict[int, list[TrainingPair]],
+        cache: dict[Any, Any],
+        photo_gains: bool = True,
     ) -> None:
         self.model, self.floats, self.opts = model, floats, opts
         self.long_side, self.seed, self.dev, self.report = long_side, seed, dev, report
         self.cache = cache
+        self.photo_gains = photo_gains and model in PHOTO_GAIN_MODELS
         self.retries = 0
+
+    def gains(self, indices: Sequence[int]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Per-photo log2 gains of ``indices`` (estimated on those photos only) and their info."""
+        from app.ml.photo_gains import estimate_photo_gains
+
+        key = ("photo_gains", self.long_side, tuple(indices))
+        if key not in self.cache:
+            pairs = [self.prepared[i] for i in indices]
+            self.cache[key] = estimate_photo_gains(pairs, seed=self.seed)
+        return self.cache[key]  # type: ignore[no-any-return]
 
     @property
     def prepared(self) -> list[TrainingPair]:
@@ -556,6 +575,12 @@ class _Fitter:
             opts.setdefault("budget_pixels", True)  # a fold fit may trade pixels for time
         while True:
             pairs = [self.prepared[i] for i in indices]
+            if self.photo_gains and len(indices) >= 2:
+                from app.ml.photo_gains import normalize_pairs
+
+                t0 = time.perf_counter()
+                pairs = normalize_pairs(pairs, self.gains(indices)[0])
+                budget_s -= time.perf_counter() - t0
             try:
                 return fitter(
                     pairs,
@@ -710,6 +735,8 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
         with_strength(style, out.strength), [p.before for p in fitter.prepared]
     )
     out.metrics["local_gain_guard"] = guard
+    if fitter.photo_gains and n_pairs >= 2:
+        out.metrics["photo_gains"] = fitter.gains(list(range(n_pairs)))[1]
     held, train = _pixel_samples(style, fitter.prepared)
     if not has_holdout:
         scored, identity = _score_samples(held, 1.0)
@@ -844,8 +871,9 @@ def learn_style(
         outcome, auto = _learn_auto(floats, opts, seed, dev, report, deadline)
     else:
         long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE[model]))
+        photo_gains = bool(opts.pop("photo_gains", True))
         opts = _outer_selection(model, opts, len(floats))
-        fitter = _Fitter(model, floats, opts, long_side, seed, dev, report, {})
+        fitter = _Fitter(model, floats, opts, long_side, seed, dev, report, {}, photo_gains)
         n_folds = len(_folds(len(floats)))
         mid = 0.05 + 0.85 * n_folds / (n_folds + 1)
         reserve = (deadline - time.perf_counter()) / (n_folds + 1)
@@ -894,9 +922,10 @@ def _learn_auto(
     names = list(dict.fromkeys(opts.pop("candidates", AUTO_CANDIDATES)))
     long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE["dlut"]))
     init = opts.pop("init_weights", None)
+    photo_gains = bool(opts.pop("photo_gains", True))
     n = len(floats)
     folds = _folds(n)
-    cache: dict[int, list[TrainingPair]] = {}
+    cache: dict[Any, Any] = {}
     # the final fit is what the user gets: it keeps one candidate's share of the budget (it had
     # one fold's share, ~4 s of 60, and a nilut final fit in 3 s stayed at its identity start)
     reserve = (deadline - time.perf_counter()) / (len(names) + 1) if folds else 0.0
@@ -907,7 +936,7 @@ def _learn_auto(
         if name == "adaptive_3dlut" and init is not None:
             cand_opts["init_weights"] = init
         cand_opts = _outer_selection(name, cand_opts, n)
-        fitter = _Fitter(name, floats, cand_opts, long_side, seed, dev, report, cache)
+        fitter = _Fitter(name, floats, cand_opts, long_side, seed, dev, report, cache, photo_gains)
         share = (deadline - time.perf_counter() - reserve) / (len(names) - j)
         lo, hi = 0.05 + 0.8 * j / len(names), 0.05 + 0.8 * (j + 1) / len(names)
         report(lo, f"auto: trying {name}")

@@ -42,6 +42,7 @@ __all__ = [
     "LearnOptions",
     "NILUTOptions",
     "OptionsError",
+    "PhotoGainsOption",
     "TransferLearnOptions",
     "options_model",
     "validate_options",
@@ -104,11 +105,21 @@ class DLUTFitOptions(_Strict):
     budget_pixels: bool = False
 
 
-class DLUTLearnOptions(LearnOptions, DLUTFitOptions):
+class PhotoGainsOption(_Strict):
+    """For models that learn one global look from 2+ pairs (:mod:`app.ml.photo_gains`)."""
+
+    photo_gains: bool = Field(
+        True,
+        description="factor out each photo's own exposure and white balance before the look is "
+        "fitted (2+ pairs; kept only where it explains the edits)",
+    )
+
+
+class DLUTLearnOptions(LearnOptions, DLUTFitOptions, PhotoGainsOption):
     """Learning from pairs with ``dlut``: the learn-level options and :class:`DLUTFitOptions`."""
 
 
-class NILUTOptions(LearnOptions):
+class NILUTOptions(LearnOptions, PhotoGainsOption):
     """The options of :func:`app.ml.nilut.fit` (its module docstring)."""
 
     hidden: int = Field(128, ge=4, le=1024)
@@ -190,7 +201,7 @@ class TransferLearnOptions(LearnOptions):
     stretch: bool = True
 
 
-class AutoLearnOptions(LearnOptions):
+class AutoLearnOptions(LearnOptions, PhotoGainsOption):
     """``auto``: the learn-level options and which candidates to try (each with its defaults)."""
 
     candidates: list[Candidate] = Field(
