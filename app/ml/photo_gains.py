@@ -17,14 +17,25 @@ color of the edits stays in the look the user gets. :func:`normalize_pairs` then
 the "before" images; the model learns the shared look from the corrected pairs, and a new photo is
 graded as it is (nobody knows its own correction).
 
-Measured (``python /tmp`` experiment of the real-like benchmark's pairs, 4 pairs at 1024 px,
-``dlut`` fitted directly, gain in dB over doing nothing on the 6 test photos): golden_years_film
-mean +1.58 -> +3.13, worst photo -2.07 -> +0.47 (the exact look itself: +5.41 / +0.82);
-teal_and_orange_cinema mean +3.94 -> +4.26, worst -1.82 -> -4.10 (the exact look itself: -3.70 on
-that photo, whose own edit added +0.93 EV: the closer the style is to the shared look, the more
-it shares that photo's loss; :func:`app.ml.learn.best_strength` then decides how much is kept).
-The estimated exposures were -0.08, -0.34, -0.33 and +0.78 EV against the true -0.66, -0.58,
--0.75 and +0.67 (centered); the sky filters and vignettes are not modelled.
+Measured with ``python -m bench real_edits`` (4 pairs at 1024 px, 6 test photos; gain in dB over
+doing nothing, worst photo / mean; 2026-12-02, one other job on the 2 cores; "before" is the
+same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` rows, a direct
+:func:`app.ml.dlut.fit` for teal ``dlut``, the previous quiet benchmark run for ``auto``):
+
+* golden_years_film: ``dlut`` -2.16 / +1.55 -> **+0.45 / +3.18**; ``nilut`` -2.02 / +2.17 ->
+  +0.32 / +3.50; ``auto`` (chose ``dlut``) -1.80 / +1.89 -> +0.45 / +3.18. The exact shared look
+  itself scores +0.82 / +5.41.
+* teal_and_orange_cinema: ``dlut`` -1.82 / +3.94 -> -4.11 / +4.30; ``nilut`` -5.04 / +3.90 ->
+  -4.34 / +4.31; ``auto`` -1.78 / +3.93 -> -4.11 / +4.30. The exact shared look itself scores
+  -3.70 on the worst photo, whose own edit added +0.93 EV: the closer a style comes to the shared
+  look, the more it shares that loss (:func:`app.ml.learn.best_strength` keeps the full look
+  because the held-out photos, pooled, gain from it).
+* Local gain p99.9 on all 10 photos stayed at or below 3.11 (``dlut``, ``nilut``).
+* The exposures found on golden_years_film: -0.03, -0.33, -0.42 and +0.77 EV against the true
+  +0.66, -0.58, -0.75 and +0.67 (centered): a rough split (the vignettes and sky filters, and the
+  coarse look absorbing part of a correction), but the part it removes is the part that hurt.
+* Cost: 2-3 s per estimate at 1200 px (10,000 pixels per photo), once per fold and once for the
+  final fit, cached across ``auto``'s candidates.
 
 Only used with two or more pairs (one photo has nothing to be inconsistent with), and only when
 it explains the data: when the coarse fit's error does not drop by at least
