@@ -768,6 +768,7 @@ def bound_photo_gain(
     *,
     max_gain: float = PHOTO_GAIN,
     max_side: int = PHOTO_SIDE,
+    max_pixels: int | None = None,
 ) -> tuple[LUT3D, dict[str, Any]]:
     """Bound the local gain a table gives on real photos, not only on its lattice.
 
@@ -775,7 +776,8 @@ def bound_photo_gain(
     still exceed it where the photo's colors sit in the steepest cells (measured: a
     ``transfer`` style at lattice p99 3.4 gave p99.9 4.11 on one of its own photos). Here the
     p99.9 :func:`app.ml.metrics.local_gain` of ``lut`` on each of ``photos`` (HxWx3 float in
-    [0, 1], measured at ``max_side`` px) must be at most ``max_gain``: while it is not, the
+    [0, 1], measured at ``max_side`` px, on at most ``max_pixels`` neighbour pairs of each) must
+    be at most ``max_gain``: while it is not, the
     residual over the identity is smoothed (the :data:`SAFE_SIGMAS` ladder), then blended toward
     the identity (steps of 10 %). Returns the table and ``{"gain_before", "gain_after",
     "sigma", "blend"}``."""
@@ -792,7 +794,12 @@ def bound_photo_gain(
     def worst(table: np.ndarray) -> float:
         cand = LUT3D(table.astype(np.float32), domain_min=lut.domain_min, domain_max=lut.domain_max)
         return max(
-            (float(local_gain(p, np.clip(cand.apply(p), 0.0, 1.0))["p999"]) for p in small),
+            (
+                float(
+                    local_gain(p, np.clip(cand.apply(p), 0.0, 1.0), max_pixels=max_pixels)["p999"]
+                )
+                for p in small
+            ),
             default=0.0,
         )
 

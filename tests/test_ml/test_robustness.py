@@ -248,24 +248,30 @@ def _gain_on(style, photos) -> float:  # type: ignore[no-untyped-def]
 
 
 def test_bound_style_gain_scales_back_a_model_that_tears_its_photos() -> None:
-    from app.ml.learn import StrengthStyle, bound_style_gain, load_style_bytes, save_style_bytes
+    from app.ml.learn import (
+        STYLE_GAIN,
+        StrengthStyle,
+        bound_style_gain,
+        load_style_bytes,
+        save_style_bytes,
+    )
 
     photos = [make_photo(s, 48, 64).astype(np.float32) / 255.0 for s in (1, 2)]
     torn = _torn_nilut()
-    assert _gain_on(torn, photos) > PHOTO_GAIN  # the model really tears them
+    assert _gain_on(torn, photos) > STYLE_GAIN  # the model really tears them
     safe, info = bound_style_gain(torn, photos)
     assert info["action"] == "scaled"
     assert 0.0 <= info["strength"] < 1.0
     assert isinstance(safe, StrengthStyle)
-    assert _gain_on(safe, photos) <= PHOTO_GAIN
-    assert info["gain_before"] > PHOTO_GAIN >= info["gain_after"]
+    assert _gain_on(safe, photos) <= STYLE_GAIN
+    assert info["gain_before"] > STYLE_GAIN >= info["gain_after"]
     # the bound survives the checkpoint (a StrengthStyle saves its strength)
     again = load_style_bytes(save_style_bytes(safe))
-    assert _gain_on(again, photos) <= PHOTO_GAIN
+    assert _gain_on(again, photos) <= STYLE_GAIN
 
 
 def test_bound_style_gain_smooths_a_lut_style_and_leaves_a_gentle_one() -> None:
-    from app.ml.learn import bound_style_gain
+    from app.ml.learn import STYLE_GAIN, bound_style_gain
     from app.ml.lut import LUTStyle
 
     x = identity_table(33).astype(np.float64)
@@ -277,26 +283,22 @@ def test_bound_style_gain_smooths_a_lut_style_and_leaves_a_gentle_one() -> None:
     safe, info = bound_style_gain(steep, [photo])
     assert info["action"] == "smoothed"
     assert isinstance(safe, LUTStyle)
-    assert _gain_on(safe, [photo]) <= PHOTO_GAIN < _gain_on(steep, [photo])
+    assert _gain_on(safe, [photo]) <= STYLE_GAIN < _gain_on(steep, [photo])
     gentle = LUTStyle(LUT3D(np.clip(x**0.9, 0, 1).astype(np.float32)), kind="dlut")
     same, info = bound_style_gain(gentle, [photo])
     assert same is gentle
     assert info["action"] == "none"
 
 
-def test_learned_nilut_stays_under_the_gain_bound_on_its_photos() -> None:
-    """End to end: a rippling edit (lightness bent back and forth five times: p99.9 local gain
-    4.7 on the photos themselves), learned well by ``nilut`` from two grey-ramp pairs (measured
-    4.4 on them); the style the user gets keeps p99.9 local gain within the bound on the
-    training photos, and the metrics say the guard scaled it back."""
-    from app.ml import learn_style
+def _ripple(img: np.ndarray) -> np.ndarray:
+    """A steep edit: lightness bent back and forth five times."""
+    lum = img.mean(axis=-1, keepdims=True)
+    return np.clip(img + 0.12 * np.sin(2 * np.pi * 5 * lum), 0, 1).astype(np.float32)
 
-    def ripple(img: np.ndarray) -> np.ndarray:
-        lum = img.mean(axis=-1, keepdims=True)
-        return np.clip(img + 0.12 * np.sin(2 * np.pi * 5 * lum), 0, 1).astype(np.float32)
 
+def _ramps() -> list[np.ndarray]:
     yy, xx = np.mgrid[0:64, 0:96] / 96.0
-    photos = [
+    return [
         np.clip(
             (0.1 + 0.8 * xx)[..., None] * [1.0, 0.95, 0.9]
             + (0.1 * yy)[..., None] * [0.0, 0.5, 1.0]
@@ -306,14 +308,44 @@ def test_learned_nilut_stays_under_the_gain_bound_on_its_photos() -> None:
         ).astype(np.float32)
         for k in range(2)
     ]
-    assert local_gain(photos[0], ripple(photos[0]))["p999"] > GAIN_BOUND
-    result = learn_style("nilut", [(p, ripple(p)) for p in photos], time_budget_s=20)
+
+
+def test_learned_nilut_stays_under_the_default_gain_bound_on_its_photos() -> None:
+    """End to end: the rippling edit (p99.9 local gain 4.7 on the photos themselves), learned
+    well by ``nilut`` from two grey-ramp pairs (measured 4.4 on them). Without the evidence that
+    the edits are one consistent look (``photo_gains`` off), the default bound holds: the style
+    the user gets stays within it on the training photos, scaled back, and the metrics say so."""
+    from app.ml import learn_style
+    from app.ml.learn import STYLE_GAIN
+
+    photos = _ramps()
+    assert local_gain(photos[0], _ripple(photos[0]))["p999"] > GAIN_BOUND
+    result = learn_style(
+        "nilut", [(p, _ripple(p)) for p in photos], time_budget_s=20, options={"photo_gains": False}
+    )
     guard = result.metrics["local_gain_guard"]
+    assert guard["bound_basis"] == "default"
     assert guard["action"] == "scaled"
-    assert guard["gain_before"] > PHOTO_GAIN >= guard["gain_after"]
-    assert _gain_on(result.model, photos) <= PHOTO_GAIN
+    assert guard["gain_before"] > STYLE_GAIN >= guard["gain_after"]
+    assert _gain_on(result.model, photos) <= STYLE_GAIN
     assert result.metrics["strength"] < 1.0
     assert "local gain" in result.metrics["strength_basis"]
+
+
+def test_a_consistent_steep_look_may_be_as_steep_as_the_edits() -> None:
+    """The same edits with the default ``photo_gains``: one look explains them, so the bound is
+    the edits' own steepness (capped), and a faithful fit is not scaled back."""
+    from app.ml import learn_style
+    from app.ml.learn import EDIT_GAIN_CAP, STYLE_GAIN
+
+    photos = _ramps()
+    result = learn_style("nilut", [(p, _ripple(p)) for p in photos], time_budget_s=20)
+    guard = result.metrics["local_gain_guard"]
+    assert result.metrics["photo_gains"]["applied"] is False
+    assert guard["bound_basis"].startswith("consistent edits")
+    assert STYLE_GAIN < guard["max_gain"] <= EDIT_GAIN_CAP
+    assert guard["gain_after"] <= guard["max_gain"]
+    assert _gain_on(result.model, photos) <= EDIT_GAIN_CAP
 
 
 def test_adaptive_model_bounds_each_images_lut_on_that_image() -> None:
