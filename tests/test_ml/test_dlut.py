@@ -167,3 +167,20 @@ def test_a_short_budget_fits_on_fewer_pixels() -> None:
     assert 0.8 * 50_000 <= short["pixels"] <= 1.2 * 50_000
     _, tiny = fit_lut(src, dst, options=opts, time_budget_s=0.5)
     assert 0.8 * MIN_PIXELS <= tiny["pixels"] <= 1.2 * MIN_PIXELS
+
+
+def test_one_pair_fits_add_the_mixed_prior_unless_told() -> None:
+    """One photo's colors leave the multilinear modes of the axis-only prior free: a fit on one
+    pair uses ``ONE_PAIR_MIXED`` mixed smoothness (ml_quality one pair 2.40 -> 2.08 mean dE00);
+    two pairs, or an explicit option, keep what was asked."""
+    from app.ml.dlut import ONE_PAIR_MIXED
+
+    look, small = known_look(), {"lut_size": 9, "coarse_size": 0}
+    pairs = make_pairs(look, [3, 4], size=(48, 64))
+    one = fit(pairs[:1], options=small, time_budget_s=10)
+    assert one.info["options"]["mixed_smoothness"] == ONE_PAIR_MIXED > 0
+    plain = fit(pairs[:1], options={**small, "mixed_smoothness": 0.0}, time_budget_s=10)
+    assert plain.info["options"]["mixed_smoothness"] == 0.0
+    assert not one.lut.allclose(plain.lut, 1e-4)
+    two = fit(pairs, options=small, time_budget_s=10)
+    assert two.info["options"]["mixed_smoothness"] == 0.0
