@@ -45,10 +45,12 @@ __all__ = [
     "delta_e2000_map",
     "lab_to_srgb",
     "lightness_reversals",
+    "linear_to_srgb",
     "local_gain",
     "lut_gain",
     "psnr",
     "srgb_to_lab",
+    "srgb_to_linear",
     "to_float",
 ]
 
@@ -107,6 +109,16 @@ def _encode(v: np.ndarray) -> np.ndarray:
     return np.where(
         v <= 0.0031308, v * 12.92, 1.055 * np.maximum(v, 0.0031308) ** (1 / 2.4) - 0.055
     )
+
+
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values (float) -> linear light (the IEC 61966-2-1 curve), float64."""
+    return np.asarray(_decode(np.asarray(v, np.float64)), np.float64)
+
+
+def linear_to_srgb(v: np.ndarray) -> np.ndarray:
+    """Linear light (float) -> sRGB-encoded values, float64; negative values become 0."""
+    return np.asarray(_encode(np.asarray(v, np.float64)), np.float64)
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from app.ml.base import TrainingPair
+from app.ml.metrics import linear_to_srgb, srgb_to_linear
 
 __all__ = ["MIN_IMPROVEMENT", "estimate_photo_gains", "normalize_pairs"]
 
@@ -61,17 +62,9 @@ MAX_WB = 0.5  # red and blue against green, stops (a 600 K shift at 6500 K is ab
 MIN_IMPROVEMENT = 0.15  # relative drop in the coarse fit's mean squared error to keep the gains
 
 
-def _decode(v: np.ndarray) -> np.ndarray:
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def _encode(v: np.ndarray) -> np.ndarray:
-    v = np.clip(v, 0.0, 1.0)
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * v ** (1 / 2.4) - 0.055)
-
-
 def _corrected(linear: np.ndarray, log2_gain: np.ndarray) -> np.ndarray:
-    return _encode(linear * np.exp2(log2_gain)).astype(np.float32)
+    """Linear-light pixels times the gains, clipped as a raw converter would, sRGB float32."""
+    return linear_to_srgb(np.clip(linear * np.exp2(log2_gain), 0.0, 1.0)).astype(np.float32)
 
 
 def _log2_gains(params: np.ndarray) -> np.ndarray:
@@ -101,7 +94,7 @@ def estimate_photo_gains(
     for i in usable:
         keep = np.flatnonzero(~np.asarray(pairs[i].holdout, bool).reshape(-1))
         pick = keep if keep.size <= SAMPLES else rng.choice(keep, SAMPLES, replace=False)
-        lin.append(_decode(pairs[i].before.reshape(-1, 3)[pick].astype(np.float64)))
+        lin.append(srgb_to_linear(pairs[i].before.reshape(-1, 3)[pick].astype(np.float64)))
         dst.append(pairs[i].after.reshape(-1, 3)[pick].astype(np.float64))
     opts = {"lut_size": LOOK_SIZE, "coarse_size": 0, "max_pixels": 0, "safe": False}
     gains = np.zeros((len(usable), 3))
@@ -153,6 +146,6 @@ def normalize_pairs(pairs: list[TrainingPair], log2_gains: np.ndarray) -> list[T
         if not np.any(g):
             out.append(pair)
             continue
-        before = _corrected(_decode(pair.before.astype(np.float64)), g)
+        before = _corrected(srgb_to_linear(pair.before.astype(np.float64)), g)
         out.append(TrainingPair(before.reshape(pair.before.shape), pair.after, pair.holdout))
     return out

@@ -12,8 +12,8 @@ import numpy as np
 
 from app.ml import learn_style
 from app.ml.base import TrainingPair
-from app.ml.metrics import delta_e2000
-from app.ml.photo_gains import _decode, _encode, estimate_photo_gains, normalize_pairs
+from app.ml.metrics import delta_e2000, linear_to_srgb, srgb_to_linear
+from app.ml.photo_gains import estimate_photo_gains, normalize_pairs
 
 from .test_robustness import shared_photo
 
@@ -39,7 +39,7 @@ def _photo(k: int) -> np.ndarray:
 
 
 def _edited(before: np.ndarray, ev: float, wb: tuple[float, float, float]) -> np.ndarray:
-    corrected = _encode(_decode(before) * 2.0**ev * np.asarray(wb))
+    corrected = linear_to_srgb(np.clip(srgb_to_linear(before) * 2.0**ev * np.asarray(wb), 0, 1))
     return np.round(look(corrected) * 255) / 255
 
 
