@@ -34,8 +34,10 @@ same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` row
 * The exposures found on golden_years_film: -0.03, -0.33, -0.42 and +0.77 EV against the true
   +0.66, -0.58, -0.75 and +0.67 (centered): a rough split (the vignettes and sky filters, and the
   coarse look absorbing part of a correction), but the part it removes is the part that hurt.
-* Cost: 2-3 s per estimate at 1200 px (10,000 pixels per photo), once per fold and once for the
-  final fit, cached across ``auto``'s candidates.
+* Cost: 2-4 s per estimate (10,000 pixels per photo, 40,000 at most in all; no round starts
+  after :data:`MAX_SECONDS`): 3.8 s for 4 pairs at 1200 px and 5.3 s for 16 (measured with
+  other jobs on the cores), once per fold and once for the final fit, cached across ``auto``'s
+  candidates; edits it does not help cost one estimate per learn.
 
 Only used with two or more pairs (one photo has nothing to be inconsistent with), and only when
 it explains the data: when the coarse fit's error does not drop by at least
@@ -54,8 +56,11 @@ from app.ml.metrics import linear_to_srgb, srgb_to_linear
 
 __all__ = ["MIN_IMPROVEMENT", "estimate_photo_gains", "normalize_pairs"]
 
-SAMPLES = 10_000  # pixels per photo the estimate uses
+SAMPLES = 10_000  # pixels per photo the estimate uses (4 photos: 40,000 in all) ...
+TOTAL_SAMPLES = 40_000  # ... and at most this many over all photos (16 pairs: 2,500 each)
+MIN_SAMPLES = 2_000
 ROUNDS = 3
+MAX_SECONDS = 4.0  # no further round starts after this (the first always runs)
 LOOK_SIZE = 5  # the coarse look's lattice: global, smooth, not per-photo
 MAX_EV = 2.0  # exposure bound, stops
 MAX_WB = 0.5  # red and blue against green, stops (a 600 K shift at 6500 K is about 0.1-0.15)
@@ -74,12 +79,16 @@ def _log2_gains(params: np.ndarray) -> np.ndarray:
 
 
 def estimate_photo_gains(
-    pairs: list[TrainingPair], *, seed: int = 0
+    pairs: list[TrainingPair], *, seed: int = 0, max_seconds: float = MAX_SECONDS
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-photo log2 gains (n, 3: red, green, blue in linear light), centered over the photos,
-    and what was measured (``{"applied", "ev", "mse_before", "mse_after"}``; ``ev`` is each
-    photo's exposure, the mean of its three log2 gains). All zeros, ``applied`` False, for fewer
-    than two usable pairs or when the gains do not explain the data (see module docstring)."""
+    and what was measured (``{"applied", "ev", "mse_before", "mse_after", "rounds",
+    "seconds"}``; ``ev`` is each photo's exposure, the mean of its three log2 gains). All zeros,
+    ``applied`` False, for fewer than two usable pairs or when the gains do not explain the data
+    (see module docstring). The work is bounded whatever the number of pairs:
+    :data:`TOTAL_SAMPLES` pixels in all, and no round starts after ``max_seconds``."""
+    import time
+
     from scipy.optimize import minimize
 
     from app.ml.dlut import fit_lut
@@ -89,11 +98,13 @@ def estimate_photo_gains(
     usable = [i for i, p in enumerate(pairs) if (~p.holdout).any()]
     if len(usable) < 2:
         return zeros, {"applied": False, "reason": "fewer than two usable pairs"}
+    start = time.perf_counter()
     rng = np.random.default_rng(seed)
+    per_photo = max(MIN_SAMPLES, min(SAMPLES, TOTAL_SAMPLES // len(usable)))
     lin, dst = [], []
     for i in usable:
         keep = np.flatnonzero(~np.asarray(pairs[i].holdout, bool).reshape(-1))
-        pick = keep if keep.size <= SAMPLES else rng.choice(keep, SAMPLES, replace=False)
+        pick = keep if keep.size <= per_photo else rng.choice(keep, per_photo, replace=False)
         lin.append(srgb_to_linear(pairs[i].before.reshape(-1, 3)[pick].astype(np.float64)))
         dst.append(pairs[i].after.reshape(-1, 3)[pick].astype(np.float64))
     opts = {"lut_size": LOOK_SIZE, "coarse_size": 0, "max_pixels": 0, "safe": False}
@@ -106,7 +117,11 @@ def estimate_photo_gains(
         return look, err
 
     look, mse_before = look_and_error(gains)
+    rounds = 0
     for _ in range(ROUNDS):
+        if rounds and time.perf_counter() - start > max_seconds:
+            break
+        rounds += 1
         for j, (x, y) in enumerate(zip(lin, dst, strict=True)):
 
             def cost(q: np.ndarray, x: np.ndarray = x, y: np.ndarray = y, lk: Any = look) -> float:
@@ -114,9 +129,12 @@ def estimate_photo_gains(
                 return float(np.mean((out - y) ** 2))
 
             g = gains[j]
+            # centering may have moved the last round's values past a bound
+            limit = np.array([MAX_EV, MAX_WB, MAX_WB])
+            start_q = np.clip([g[1], g[0] - g[1], g[2] - g[1]], -limit, limit)
             res = minimize(
                 cost,
-                np.array([g[1], g[0] - g[1], g[2] - g[1]]),
+                start_q,
                 method="Powell",
                 bounds=[(-MAX_EV, MAX_EV), (-MAX_WB, MAX_WB), (-MAX_WB, MAX_WB)],
                 options={"xtol": 1e-3, "ftol": 1e-7},
@@ -124,13 +142,15 @@ def estimate_photo_gains(
             gains[j] = _log2_gains(res.x)
         gains -= gains.mean(axis=0)
         look, mse_after = look_and_error(gains)
-        if mse_after > (1.0 - MIN_IMPROVEMENT) * mse_before:
+        if mse_after >= (1.0 - MIN_IMPROVEMENT) * mse_before:
             break  # the first round already shows the gains explain little
     info: dict[str, Any] = {
         "mse_before": round(mse_before, 6),
         "mse_after": round(mse_after, 6),
+        "rounds": rounds,
+        "seconds": round(time.perf_counter() - start, 3),
     }
-    if mse_after > (1.0 - MIN_IMPROVEMENT) * mse_before:
+    if mse_after >= (1.0 - MIN_IMPROVEMENT) * mse_before:
         info.update(applied=False, reason="per-photo gains do not explain the edits")
         return zeros, info
     out = zeros.copy()

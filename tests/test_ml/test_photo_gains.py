@@ -102,3 +102,16 @@ def test_learned_look_is_closer_to_the_shared_look_on_a_new_photo() -> None:
         else:
             assert "photo_gains" not in result.metrics
     assert errors[True] < 0.85 * errors[False]  # measured 3.67 against 4.78 mean ΔE00
+
+
+def test_degenerate_pairs_are_left_alone() -> None:
+    """Black photos, identical before and after, tiny images: nothing to factor out, no error."""
+    black = np.zeros((8, 8, 3), np.float32)
+    rng = np.random.default_rng(5)
+    noise = rng.random((8, 8, 3)).astype(np.float32)
+    pairs = [TrainingPair(black, black, np.zeros((8, 8), bool)) for _ in range(3)]
+    pairs += [TrainingPair(noise, noise, np.zeros((8, 8), bool)) for _ in range(13)]
+    gains, info = estimate_photo_gains(pairs)
+    assert info["applied"] is False
+    assert gains.shape == (16, 3)
+    assert not gains.any()
