@@ -30,6 +30,10 @@ same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` row
   -3.70 on the worst photo, whose own edit added +0.93 EV: the closer a style comes to the shared
   look, the more it shares that loss (:func:`app.ml.learn.best_strength` keeps the full look
   because the held-out photos, pooled, gain from it).
+* Other draws of the per-photo edits (``edit_plan`` seeds 1 and 2, ``dlut`` through
+  ``learn_style``, without -> with): golden -1.73 / +4.98 -> +2.56 / +6.01 and -4.55 / +2.46 ->
+  -3.10 / +3.21; teal +2.68 / +7.49 -> +1.32 / +8.05 and -5.05 / +4.03 -> -2.24 / +5.09. The mean
+  rose in all four, the worst photo in three.
 * Local gain p99.9 on all 10 photos stayed at or below 3.11 (``dlut``, ``nilut``).
 * The exposures found on golden_years_film: -0.03, -0.33, -0.42 and +0.77 EV against the true
   +0.66, -0.58, -0.75 and +0.67 (centered): a rough split (the vignettes and sky filters, and the
