@@ -477,7 +477,7 @@ def bound_style_gain(
     ``apply(image, strength)`` blends) until every photo is within it. Measured at full
     resolution on :data:`GAIN_PAIRS` evenly spaced neighbour pairs per photo (what a user sees:
     on 12 look x photo cases a 512 px subsample read from 0.34 lower to 0.28 higher than all
-    pairs at 1200 px; 300,000 pairs read within 0.02 of all). The bound itself is chosen by
+    pairs at 1200 px; 300,000 pairs read within 0.03 of all). The bound itself is chosen by
     :func:`_gain_bound`. Returns the
     style and ``{"max_gain", "gain_before", "gain_after", "action"}``."""
     from app.ml.dlut import bound_photo_gain
