@@ -18,15 +18,15 @@ the "before" images; the model learns the shared look from the corrected pairs, 
 graded as it is (nobody knows its own correction).
 
 Measured with ``python -m bench real_edits`` (4 pairs at 1024 px, 6 test photos; gain in dB over
-doing nothing, worst photo / mean; 2026-12-02, one other job on the 2 cores; "before" is the
+doing nothing, worst photo / mean; 2026-12-02, nothing else on the 2 cores; "before" is the
 same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` rows, a direct
 :func:`app.ml.dlut.fit` for teal ``dlut``, the previous quiet benchmark run for ``auto``):
 
 * golden_years_film: ``dlut`` -2.16 / +1.55 -> **+0.45 / +3.18**; ``nilut`` -2.02 / +2.17 ->
-  +0.32 / +3.50; ``auto`` (chose ``dlut``) -1.80 / +1.89 -> +0.45 / +3.18. The exact shared look
+  +0.24 / +3.42; ``auto`` (chose ``dlut``) -1.80 / +1.89 -> +0.45 / +3.18. The exact shared look
   itself scores +0.82 / +5.41.
 * teal_and_orange_cinema: ``dlut`` -1.82 / +3.94 -> -4.11 / +4.30; ``nilut`` -5.04 / +3.90 ->
-  -4.34 / +4.31; ``auto`` -1.78 / +3.93 -> -4.11 / +4.30. The exact shared look itself scores
+  -4.30 / +4.32; ``auto`` -1.78 / +3.93 -> -4.11 / +4.30. The exact shared look itself scores
   -3.70 on the worst photo, whose own edit added +0.93 EV: the closer a style comes to the shared
   look, the more it shares that loss (:func:`app.ml.learn.best_strength` keeps the full look
   because the held-out photos, pooled, gain from it).
@@ -34,12 +34,12 @@ same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` row
   ``learn_style``, without -> with): golden -1.73 / +4.98 -> +2.56 / +6.01 and -4.55 / +2.46 ->
   -3.10 / +3.21; teal +2.68 / +7.49 -> +1.32 / +8.05 and -5.05 / +4.03 -> -2.24 / +5.09. The mean
   rose in all four, the worst photo in three.
-* Local gain p99.9 on all 10 photos stayed at or below 3.11 (``dlut``, ``nilut``).
+* Local gain p99.9 on all 10 photos stayed at or below 3.01 (``dlut``, ``nilut``).
 * The exposures found on golden_years_film: -0.03, -0.33, -0.42 and +0.77 EV against the true
   +0.66, -0.58, -0.75 and +0.67 (centered): a rough split (the vignettes and sky filters, and the
   coarse look absorbing part of a correction), but the part it removes is the part that hurt.
-* Cost: 2-4 s per estimate (10,000 pixels per photo, 40,000 at most in all; no round starts
-  after :data:`MAX_SECONDS`): 3.8 s for 4 pairs at 1200 px and 5.3 s for 16 (measured with
+* Cost: 2-6 s per estimate (10,000 pixels per photo, 40,000 at most in all; no round starts
+  after :data:`MAX_SECONDS`): 3.8-4.6 s for 4 pairs at 1200 px and 5.3-5.6 s for 16 (measured with
   other jobs on the cores), once per fold and once for the final fit, cached across ``auto``'s
   candidates; edits it does not help cost one estimate per learn.
 
