@@ -124,6 +124,13 @@ ho/act 1.22-1.24, 57-64 s; ``ml_quality`` 3 pairs mean dE00 0.37 / p95 1.58, one
 6.13 (larger ``smoothness`` for one pair was worse: 1e-7 and 3e-6 raised cold_shadows 4.08 to
 7.07 / 8.57 dE00).
 
+With per-photo exposure and white balance taken out before the fit (:mod:`app.ml.photo_gains`,
+done by :func:`app.ml.learn.learn_style` for 2+ pairs) and the learner's local gain guard, on a
+quiet machine: golden_years_film +3.18 dB mean (worst +0.45), teal_and_orange_cinema +4.30
+(worst -4.11: the exact look itself is -3.70 there), local gain <= 3.01, 0 % outside, >= 53.7
+dB, ho/act 1.34 / 1.43, 34-35 s; ``ml_quality`` unchanged (LUT-made pairs are consistent, so
+nothing is taken out).
+
 Pixels: more than ``max_pixels`` (200k) training pixels are subsampled per color cell (up to a
 cap per 17^3 cell, every pixel of a rare color kept, reweighted so each cell keeps its weight);
 the former uniform 600k subset lost rare colors. Quick check, 3 LUT-made pairs (ml_quality's
