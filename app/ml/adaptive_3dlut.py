@@ -148,7 +148,7 @@ from torch import nn
 
 from app.ml import weights as shipped_weights
 from app.ml.base import ProgressFn, TrainingPair, no_progress
-from app.ml.dlut import PHOTO_GAIN
+from app.ml.dlut import PHOTO_GAIN, strongest_within
 from app.ml.lut import LUT3D, identity_table, plain_value
 from app.ml.paths import require_path
 from app.ml.torch_utils import (
@@ -167,7 +167,6 @@ LUT_SIZE = 33
 NUM_LUTS = 3
 VIEW = 256  # the classifier's input side
 GAIN_VIEW = 512  # long side at which a fitted model checks its per-image LUT's local gain
-GAIN_BLENDS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 
 __all__ = [
     "KIND",
@@ -320,7 +319,8 @@ class Adaptive3DLUTModel:
     every image, so no check at learning time covers a photo it has not seen. Each image's LUT
     is therefore checked on that image (box-reduced to :data:`GAIN_VIEW` px): while its p99.9
     local gain (:func:`app.ml.metrics.local_gain`) exceeds ``max_gain``, the LUT is blended
-    toward the identity in steps of 10 % (what ``apply(image, strength)`` does). Measured on the
+    toward the identity (:func:`app.ml.dlut.strongest_within`, as ``apply(image, strength)``
+    blends). Measured on the
     real-like benchmark (``bench.real_edits``), one run's fine-tuned LUT reached 5.57 on one
     of its photos where the look itself stays under 5.
     Cost, measured on the 12.5 MP ``ultrahdr_sky.jpg`` (published weights): ``image_lut``
@@ -423,12 +423,10 @@ class Adaptive3DLUTModel:
         if gain(lut.table) <= self.max_gain:
             return lut
         ident = identity_table(lut.size)
-        table = lut.table
-        for blend in GAIN_BLENDS:
-            table = ident + np.float32(blend) * (lut.table - ident)
-            if gain(table) <= self.max_gain:
-                break
-        return LUT3D(table)
+        blend, _ = strongest_within(
+            lambda b: gain(ident + np.float32(b) * (lut.table - ident)), self.max_gain
+        )
+        return LUT3D(ident + np.float32(blend) * (lut.table - ident))
 
     def apply(self, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
         """Grade ``image`` with the LUT fused for it (same dtype out; floats clipped to [0, 1])."""

@@ -166,7 +166,9 @@ Not done: choosing ``smoothness`` per style by held-out photos (fits are still 5
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -189,6 +191,7 @@ __all__ = [
     "lattice_gain",
     "bound_photo_gain",
     "make_safe",
+    "strongest_within",
     "trilinear_matrix",
 ]
 
@@ -204,6 +207,7 @@ MIN_PIXELS = 40_000  # ... but not fewer than this
 PHOTO_GAIN = 3.6  # p99.9 local gain bound on the photos a style was learned from (goal: 4)
 PHOTO_SIDE = 512  # long side at which bound_photo_gain measures them
 ONE_PAIR_MIXED = 1.0  # mixed_smoothness of a fit on one photo when the caller does not set it
+BLEND_STEPS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # shares of a look tried
 
 
 @dataclass
@@ -807,7 +811,7 @@ def bound_photo_gain(
     photos: list[np.ndarray],
     *,
     max_gain: float = PHOTO_GAIN,
-    max_side: int = PHOTO_SIDE,
+    max_side: int | None = PHOTO_SIDE,
     max_pixels: int | None = None,
 ) -> tuple[LUT3D, dict[str, Any]]:
     """Bound the local gain a table gives on real photos, not only on its lattice.
@@ -816,10 +820,10 @@ def bound_photo_gain(
     still exceed it where the photo's colors sit in the steepest cells (measured: a
     ``transfer`` style at lattice p99 3.4 gave p99.9 4.11 on one of its own photos). Here the
     p99.9 :func:`app.ml.metrics.local_gain` of ``lut`` on each of ``photos`` (HxWx3 float in
-    [0, 1], measured at ``max_side`` px, on at most ``max_pixels`` neighbour pairs of each) must
-    be at most ``max_gain``: while it is not, the
-    residual over the identity is smoothed (the :data:`SAFE_SIGMAS` ladder), then blended toward
-    the identity (steps of 10 %). Returns the table and ``{"gain_before", "gain_after",
+    [0, 1], measured at ``max_side`` px (None: as given), on at most ``max_pixels`` neighbour
+    pairs of each) must be at most ``max_gain``: while it is not, the residual over the identity
+    is smoothed (the :data:`SAFE_SIGMAS` ladder), then blended toward the identity
+    (:func:`strongest_within`). Returns the table and ``{"gain_before", "gain_after",
     "sigma", "blend"}``."""
     from scipy.ndimage import gaussian_filter
 
@@ -828,7 +832,7 @@ def bound_photo_gain(
     small = []
     for img in photos:
         h, w = img.shape[:2]
-        step = max(1, int(np.ceil(max(h, w) / max_side)))
+        step = 1 if max_side is None else max(1, int(np.ceil(max(h, w) / max_side)))
         small.append(np.ascontiguousarray(np.asarray(img, np.float32)[::step, ::step]))
 
     def worst(table: np.ndarray) -> float:
@@ -863,18 +867,30 @@ def bound_photo_gain(
         out = np.clip(ident + smooth, 0.0, 1.0)
         gain = worst(out)
         info["sigma"] = sigma
-    smoothed = out
-    for blend in np.arange(0.9, -0.05, -0.1):
-        if gain <= max_gain:
-            break
-        out = ident + float(blend) * (smoothed - ident)
-        gain = worst(out)
-        info["blend"] = round(float(blend), 2)
+    if gain > max_gain:
+        smoothed = out
+        blend, gain = strongest_within(lambda b: worst(ident + b * (smoothed - ident)), max_gain)
+        out = ident + blend * (smoothed - ident)
+        info["blend"] = blend
     info["gain_after"] = round(gain, 3)
     if out is base:
         return lut, info
     table = out.astype(np.float32)
     return LUT3D(table, domain_min=lut.domain_min, domain_max=lut.domain_max, title=lut.title), info
+
+
+def strongest_within(measure: Callable[[float], float], max_gain: float) -> tuple[float, float]:
+    """The first of :data:`BLEND_STEPS` (the largest share of a look, blended with the identity)
+    whose ``measure`` (a local gain) is at most ``max_gain``, and that gain; the last step (0:
+    none of the look) when no step is within. For a look whose full strength is over the bound:
+    :func:`bound_photo_gain`, the learner's guard and the image-adaptive model's per-photo
+    check all scale back this way."""
+    blend, gain = 0.0, math.inf
+    for blend in BLEND_STEPS:
+        gain = measure(blend)
+        if gain <= max_gain:
+            break
+    return blend, gain
 
 
 def _balanced_subset(cell: np.ndarray, counts: np.ndarray, limit: int, seed: int) -> np.ndarray:

@@ -455,7 +455,6 @@ def with_strength(style: StyleModel, alpha: float) -> StyleModel:
     return StrengthStyle(style, alpha)
 
 
-GAIN_STRENGTHS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 STYLE_GAIN = 3.9  # p99.9 local gain bound of a learned style on its training photos (goal: 4)
 GAIN_PAIRS = 300_000  # neighbour pairs per photo the bound is measured on (full resolution)
 EDIT_GAIN_CAP = 5.0  # the most a consistent set of edits may lift the bound to (see _gain_bound)
@@ -473,14 +472,15 @@ def bound_style_gain(
     ``nilut`` style reached 4.12 on one of its own training photos, an ``adaptive_3dlut``
     fine-tune 5.57). A LUT-backed style (``dlut``, ``transfer``) is smoothed toward its own
     smooth version first (:func:`app.ml.dlut.bound_photo_gain`); any other model, or a table
-    still over the bound, is scaled back toward the identity (strength steps of 0.1, as
-    ``apply(image, strength)`` blends) until every photo is within it. Measured at full
+    still over the bound, is scaled back toward the identity (the strengths of
+    :func:`app.ml.dlut.strongest_within`, as ``apply(image, strength)`` blends) until every photo
+    is within it. Measured at full
     resolution on :data:`GAIN_PAIRS` evenly spaced neighbour pairs per photo (what a user sees:
     on 12 look x photo cases a 512 px subsample read from 0.34 lower to 0.28 higher than all
     pairs at 1200 px; 300,000 pairs read within 0.03 of all). The bound itself is chosen by
     :func:`_gain_bound`. Returns the
     style and ``{"max_gain", "gain_before", "gain_after", "action"}``."""
-    from app.ml.dlut import bound_photo_gain
+    from app.ml.dlut import bound_photo_gain, strongest_within
     from app.ml.metrics import local_gain
 
     bound = float(max_gain)
@@ -511,7 +511,7 @@ def bound_style_gain(
     gain = before
     if gain > bound and isinstance(style, LUTStyle):
         lut, photo_info = bound_photo_gain(
-            style.lut, full, max_gain=bound, max_side=1 << 30, max_pixels=GAIN_PAIRS
+            style.lut, full, max_gain=bound, max_side=None, max_pixels=GAIN_PAIRS
         )
         if lut is not style.lut:
             smoothed = copy.copy(style)
@@ -520,11 +520,7 @@ def bound_style_gain(
             style, gain = smoothed, float(photo_info["gain_after"])
             info["action"] = "smoothed"
     if gain > bound:
-        alpha = 0.0
-        for alpha in GAIN_STRENGTHS:
-            gain = worst(style, alpha)
-            if gain <= bound:
-                break
+        alpha, gain = strongest_within(lambda a: worst(style, a), bound)
         style = with_strength(style, alpha)
         info.update(action="scaled", strength=alpha)
     info["gain_after"] = round(gain, 3)
@@ -737,7 +733,7 @@ def _holdout(
     return out
 
 
-def _gain_bound(fitter: _Fitter, n_pairs: int) -> tuple[float, str]:
+def _gain_bound(prepared: list[TrainingPair], gains: dict[str, Any] | None) -> tuple[float, str]:
     """The local gain bound of the final style: :data:`STYLE_GAIN`, or, for edits that one look
     explains as a whole (2+ pairs, :mod:`app.ml.photo_gains` found nothing per photo to take
     out: a preset, a film LUT), as steep as those edits are themselves on the same photos (at
@@ -749,10 +745,10 @@ def _gain_bound(fitter: _Fitter, n_pairs: int) -> tuple[float, str]:
     benchmark's pairs) say nothing about the look's own steepness, so they keep the default."""
     from app.ml.metrics import local_gain
 
-    if n_pairs < 2 or not fitter.photo_gains or fitter.gains(list(range(n_pairs)))[1]["applied"]:
+    if gains is None or gains["applied"]:
         return STYLE_GAIN, "default"
     edits = max(
-        float(local_gain(p.before, p.after, max_pixels=GAIN_PAIRS)["p999"]) for p in fitter.prepared
+        float(local_gain(p.before, p.after, max_pixels=GAIN_PAIRS)["p999"]) for p in prepared
     )
     bound = min(max(STYLE_GAIN, edits), EDIT_GAIN_CAP)
     return round(bound, 3), f"consistent edits: as steep as the edits themselves ({edits:.2f})"
@@ -767,22 +763,27 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
     fitter.report(lo, f"fitting {out.model} on all photos")
     style = fitter.fit(list(range(n_pairs)), deadline - time.perf_counter(), lo, hi)
     has_holdout = "holdout" in out.metrics
+    held, train = _pixel_samples(style, fitter.prepared)  # the fitted style at full strength
     if not has_holdout:
         # one pair: the held-out tiles of its photo are all there is; keep the full style unless
         # they show it harms them (the same rule as with held-out photos, on ~10 % of one photo).
-        held, _ = _pixel_samples(style, fitter.prepared)
         out.strength = best_strength(*held.joined())
-    bound, basis = _gain_bound(fitter, n_pairs)
+    # what photo_gains found on all photos (None: one pair, or a model or caller without it)
+    gains = fitter.gains(range(n_pairs))[1] if fitter.photo_gains and n_pairs >= 2 else None
+    bound, basis = _gain_bound(fitter.prepared, gains)
     style, guard = bound_style_gain(
         with_strength(style, out.strength), [p.before for p in fitter.prepared], max_gain=bound
     )
     guard["bound_basis"] = basis
     out.metrics["local_gain_guard"] = guard
-    if fitter.photo_gains and n_pairs >= 2:
-        out.metrics["photo_gains"] = fitter.gains(list(range(n_pairs)))[1]
-    held, train = _pixel_samples(style, fitter.prepared)
+    if gains is not None:
+        out.metrics["photo_gains"] = gains
+    shown = out.strength  # the samples above, blended at it, are what the user gets ...
+    if guard["action"] != "none":  # ... unless the guard smoothed or scaled the style
+        held, train = _pixel_samples(style, fitter.prepared)
+        shown = 1.0
     if not has_holdout:
-        scored, identity = _score_samples(held, 1.0)
+        scored, identity = _score_samples(held, shown)
         out.metrics.update(
             holdout=None,
             holdout_reason=(
@@ -792,15 +793,15 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
             identity_heldout_pixels={k: v for k, v in identity.items() if k != "per_photo_psnr"},
         )
         out.score = scored["delta_e2000_mean"]
-    _, p, a = held.joined()
+    b, p, a = held.joined()
     out.metrics["heldout_pixels"] = {
-        **_scores(p, a),
+        **_scores(_blend(b, p, shown), a),
         "n_pixels": int(sum(int(x.holdout.sum()) for x in fitter.prepared)),
         "what": "unseen 16x16 tiles of the training photos (optimistic: same photos)",
     }
-    _, p, a = train.joined()
+    b, p, a = train.joined()
     out.metrics["fit"] = {
-        **_scores(p, a),
+        **_scores(_blend(b, p, shown), a),
         "n_pixels": int(sum(int((~x.holdout).sum()) for x in fitter.prepared)),
         "what": "training error: the final fit on its own training pixels",
     }

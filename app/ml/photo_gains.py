@@ -51,6 +51,7 @@ pairs, are left exactly as they are).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,11 @@ LOOK_SIZE = 5  # the coarse look's lattice: global, smooth, not per-photo
 MAX_EV = 2.0  # exposure bound, stops
 MAX_WB = 0.5  # red and blue against green, stops (a 600 K shift at 6500 K is about 0.1-0.15)
 MIN_IMPROVEMENT = 0.15  # relative drop in the coarse fit's mean squared error to keep the gains
+_LIMIT = np.array([MAX_EV, MAX_WB, MAX_WB])  # bounds of (exposure, red, blue)
+
+
+def _explains(mse_before: float, mse_after: float) -> bool:
+    return mse_after < (1.0 - MIN_IMPROVEMENT) * mse_before
 
 
 def _corrected(linear: np.ndarray, log2_gain: np.ndarray) -> np.ndarray:
@@ -91,8 +97,6 @@ def estimate_photo_gains(
     ``applied`` False, for fewer than two usable pairs or when the gains do not explain the data
     (see module docstring). The work is bounded whatever the number of pairs:
     :data:`TOTAL_SAMPLES` pixels in all, and no round starts after ``max_seconds``."""
-    import time
-
     from scipy.optimize import minimize
 
     from app.ml.dlut import fit_lut
@@ -114,11 +118,12 @@ def estimate_photo_gains(
     opts = {"lut_size": LOOK_SIZE, "coarse_size": 0, "max_pixels": 0, "safe": False}
     gains = np.zeros((len(usable), 3))
 
+    all_dst = np.concatenate(dst)
+
     def look_and_error(g: np.ndarray) -> tuple[Any, float]:
         src = np.concatenate([_corrected(x, gi) for x, gi in zip(lin, g, strict=True)])
-        look, _ = fit_lut(src, np.concatenate(dst), options=opts, time_budget_s=5.0)
-        err = float(np.mean((np.clip(look.apply(src), 0.0, 1.0) - np.concatenate(dst)) ** 2))
-        return look, err
+        look, _ = fit_lut(src, all_dst, options=opts, time_budget_s=5.0)
+        return look, float(np.mean((np.clip(look.apply(src), 0.0, 1.0) - all_dst) ** 2))
 
     look, mse_before = look_and_error(gains)
     rounds = 0
@@ -134,19 +139,18 @@ def estimate_photo_gains(
 
             g = gains[j]
             # centering may have moved the last round's values past a bound
-            limit = np.array([MAX_EV, MAX_WB, MAX_WB])
-            start_q = np.clip([g[1], g[0] - g[1], g[2] - g[1]], -limit, limit)
+            start_q = np.clip([g[1], g[0] - g[1], g[2] - g[1]], -_LIMIT, _LIMIT)
             res = minimize(
                 cost,
                 start_q,
                 method="Powell",
-                bounds=[(-MAX_EV, MAX_EV), (-MAX_WB, MAX_WB), (-MAX_WB, MAX_WB)],
+                bounds=list(zip(-_LIMIT, _LIMIT, strict=True)),
                 options={"xtol": 1e-3, "ftol": 1e-7},
             )
             gains[j] = _log2_gains(res.x)
         gains -= gains.mean(axis=0)
         look, mse_after = look_and_error(gains)
-        if mse_after >= (1.0 - MIN_IMPROVEMENT) * mse_before:
+        if not _explains(mse_before, mse_after):
             break  # the first round already shows the gains explain little
     info: dict[str, Any] = {
         "mse_before": round(mse_before, 6),
@@ -154,7 +158,7 @@ def estimate_photo_gains(
         "rounds": rounds,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    if mse_after >= (1.0 - MIN_IMPROVEMENT) * mse_before:
+    if not _explains(mse_before, mse_after):
         info.update(applied=False, reason="per-photo gains do not explain the edits")
         return zeros, info
     out = zeros.copy()

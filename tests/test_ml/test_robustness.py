@@ -173,17 +173,29 @@ def test_make_safe_leaves_a_smooth_look_alone() -> None:
     np.testing.assert_allclose(safe, table)
 
 
+def cliff_table(n: int = 33) -> np.ndarray:
+    """A (n, n, n, 3) table with a posterizing step (a cliff) in the mid greys."""
+    x = identity_table(n).astype(np.float64)
+    lum = x.mean(axis=-1, keepdims=True)
+    step = 0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0)
+    return np.clip(x + 0.25 * (step - lum), 0.0, 1.0).astype(np.float32)
+
+
+def gentle_table(n: int = 33) -> np.ndarray:
+    return np.clip(identity_table(n).astype(np.float64) ** 0.9, 0, 1).astype(np.float32)
+
+
+def grey_ramp() -> np.ndarray:
+    """A 32x48 grey ramp from 0.3 to 0.7, ~0.8 ΔE76 between neighbours (float32)."""
+    ramp = np.linspace(0.3, 0.7, 48)
+    return np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
+
+
 def test_bound_photo_gain_bounds_a_steep_table_on_its_photos() -> None:
     """A table steep where one photo's colors are (a posterizing step in the mid greys) passes
     the lattice's p99 but tears that photo apart: the photo check smooths it until it does not."""
-    n = 33
-    x = identity_table(n).astype(np.float64)
-    lum = x.mean(axis=-1, keepdims=True)
-    step = 0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0)  # a cliff at mid grey
-    table = np.clip(x + 0.25 * (step - lum), 0.0, 1.0)
-    ramp = np.linspace(0.3, 0.7, 48)  # ~0.8 ΔE76 between neighbours
-    photo = np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
-    lut = LUT3D(table.astype(np.float32))
+    photo = grey_ramp()
+    lut = LUT3D(cliff_table())
     before = local_gain(photo, np.clip(lut.apply(photo), 0, 1))["p999"]
     assert before > PHOTO_GAIN
     safe, info = bound_photo_gain(lut, [photo])
@@ -193,7 +205,7 @@ def test_bound_photo_gain_bounds_a_steep_table_on_its_photos() -> None:
     assert safe.table.min() >= 0.0
     assert safe.table.max() <= 1.0
     # a gentle look is left as it is
-    gentle = LUT3D(np.clip(x**0.9, 0, 1).astype(np.float32))
+    gentle = LUT3D(gentle_table())
     same, info = bound_photo_gain(gentle, [photo])
     assert same is gentle
     assert info["sigma"] == 0.0
@@ -274,17 +286,13 @@ def test_bound_style_gain_smooths_a_lut_style_and_leaves_a_gentle_one() -> None:
     from app.ml.learn import STYLE_GAIN, bound_style_gain
     from app.ml.lut import LUTStyle
 
-    x = identity_table(33).astype(np.float64)
-    lum = x.mean(axis=-1, keepdims=True)
-    cliff = np.clip(x + 0.25 * (0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0) - lum), 0.0, 1.0)
-    ramp = np.linspace(0.3, 0.7, 48)
-    photo = np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
-    steep = LUTStyle(LUT3D(cliff.astype(np.float32)), kind="dlut")
+    photo = grey_ramp()
+    steep = LUTStyle(LUT3D(cliff_table()), kind="dlut")
     safe, info = bound_style_gain(steep, [photo])
     assert info["action"] == "smoothed"
     assert isinstance(safe, LUTStyle)
     assert _gain_on(safe, [photo]) <= STYLE_GAIN < _gain_on(steep, [photo])
-    gentle = LUTStyle(LUT3D(np.clip(x**0.9, 0, 1).astype(np.float32)), kind="dlut")
+    gentle = LUTStyle(LUT3D(gentle_table()), kind="dlut")
     same, info = bound_style_gain(gentle, [photo])
     assert same is gentle
     assert info["action"] == "none"
@@ -357,18 +365,13 @@ def test_adaptive_model_bounds_each_images_lut_on_that_image() -> None:
     from app.ml.adaptive_3dlut import Adaptive3DLUTModel, Adaptive3DLUTNet
     from app.ml.torch_utils import table_to_published
 
-    n = 33
-    x = identity_table(n).astype(np.float64)
-    lum = x.mean(axis=-1, keepdims=True)
-    cliff = np.clip(x + 0.25 * (0.5 + 0.5 * np.tanh((lum - 0.5) * 40.0) - lum), 0.0, 1.0)
-    net = Adaptive3DLUTNet(lut_size=n)
+    net = Adaptive3DLUTNet(lut_size=33)
     with torch.no_grad():
         net.luts.zero_()
-        net.luts[0] = torch.from_numpy(table_to_published(cliff.astype(np.float32)))
+        net.luts[0] = torch.from_numpy(table_to_published(cliff_table()))
         net.classifier.model[16].weight.zero_()  # weights = the last bias: (1, 0, 0)
         net.classifier.model[16].bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
-    ramp = np.linspace(0.3, 0.7, 48)  # ~0.8 ΔE76 between neighbours
-    photo = np.repeat(np.stack([ramp, ramp, ramp], -1)[None], 32, axis=0).astype(np.float32)
+    photo = grey_ramp()
     free = Adaptive3DLUTModel(net)
     assert free.max_gain is None
     assert _gain_on(free, [photo]) > GAIN_BOUND
