@@ -565,6 +565,7 @@ def lut_regularizers(luts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # fitting
 # ---------------------------------------------------------------------------------------------
 CANDIDATES = ("initial", "identity", "global", "fine_tuned")
+GLOBAL_MIN_SLOT_S = 1.0  # a fold shorter than this leaves the global candidate out of the choice
 _SPLIT = {"all": 0, "head": 13, "last": 15, "none": 17}  # classifier layers the trainer runs
 _TILE = 16  # side of the inner hold-out tiles (one pair)
 
@@ -1214,7 +1215,7 @@ def _select(
         # the global LUT in every fold, or in none (its mean must be over the same photos); not
         # at all when the folds are short (a dlut fit takes 1-3 s here): the learning entry
         # point's "auto" compares the dlut model itself
-        if (j == 0 and slot >= 3.0) or scores["global"]:
+        if (j == 0 and slot >= GLOBAL_MIN_SLOT_S) or scores["global"]:
             if j == 0 or global_cost < 0.6 * slot:
                 t0 = time.monotonic()
                 global_lut = _fit_global(data, train, o, 0.4 * slot, dev, fold=True)

@@ -106,7 +106,7 @@ class DLUTFitOptions(_Strict):
 
 
 class PhotoGainsOption(_Strict):
-    """For models that learn one global look from 2+ pairs (:mod:`app.ml.photo_gains`)."""
+    """For models that learn from 2+ pairs the look they share (:mod:`app.ml.photo_gains`)."""
 
     photo_gains: bool = Field(
         True,
@@ -142,7 +142,7 @@ class NILUTOptions(LearnOptions, PhotoGainsOption):
     max_seconds: float = Field(45.0, gt=0, le=3600, description="the fit's own time cap")
 
 
-class AdaptiveOptions(LearnOptions):
+class AdaptiveOptions(LearnOptions, PhotoGainsOption):
     """The options of :func:`app.ml.adaptive_3dlut.fit` (its module docstring). ``init_weights``
     is a directory on the server: the API refuses it (the server sets it). Defaults marked
     "init" depend on whether ``init_weights`` is given (None here = the model decides)."""

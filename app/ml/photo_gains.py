@@ -35,6 +35,9 @@ same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` row
   -3.10 / +3.21; teal +2.68 / +7.49 -> +1.32 / +8.05 and -5.05 / +4.03 -> -2.24 / +5.09. The mean
   rose in all four, the worst photo in three.
 * Local gain p99.9 on all 10 photos stayed at or below 3.01 (``dlut``, ``nilut``).
+* ``adaptive_3dlut`` (added later, with its global candidate in every fold of its own choice,
+  :data:`app.ml.adaptive_3dlut.GLOBAL_MIN_SLOT_S`): golden -0.51 / +1.57 -> +0.60 / +3.23, teal
+  -3.11 / +2.11 -> -4.21 / +4.32 (it now keeps its global, ``dlut``-fitted candidate).
 * The exposures found on golden_years_film: -0.03, -0.33, -0.42 and +0.77 EV against the true
   +0.66, -0.58, -0.75 and +0.67 (centered): a rough split (the vignettes and sky filters, and the
   coarse look absorbing part of a correction), but the part it removes is the part that hurt.

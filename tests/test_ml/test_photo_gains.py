@@ -9,6 +9,7 @@ one learned without it.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from app.ml import learn_style
 from app.ml.base import TrainingPair
@@ -101,6 +102,36 @@ def test_learned_look_is_closer_to_the_shared_look_on_a_new_photo() -> None:
         else:
             assert "photo_gains" not in result.metrics
     assert errors[True] < 0.85 * errors[False]  # measured 3.67 against 4.80 mean ΔE00
+
+
+def test_adaptive_learns_from_the_normalized_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``adaptive_3dlut`` gets the same normalized "before" images as ``dlut`` (its classifier
+    cannot learn each photo's own exposure from 4 photos), in every fold and the final fit."""
+    from app.ml import learn, weights
+
+    pairs = [(p.before, p.after) for p in _pairs(consistent=False)]
+    seen: list[list[TrainingPair]] = []
+    real = learn.fitters["adaptive_3dlut"]
+
+    def spy(fit_pairs: list[TrainingPair], **kwargs: object) -> object:
+        seen.append(fit_pairs)
+        return real(fit_pairs, **kwargs)
+
+    monkeypatch.setitem(learn.fitters, "adaptive_3dlut", spy)
+    result = learn_style(
+        "adaptive_3dlut",
+        pairs,
+        time_budget_s=30,
+        options={"init_weights": str(weights.adaptive_3dlut_dir()), "select": "global"},
+    )
+    assert result.metrics["photo_gains"]["applied"] is True
+    assert len(seen) == 5  # four folds and the final fit
+    final = seen[-1]
+    changed = [
+        not np.allclose(f.before, p[0], atol=1e-3) for f, p in zip(final, pairs, strict=True)
+    ]
+    assert sum(changed) >= 3, changed
+    assert all(np.array_equal(f.after, p[1]) for f, p in zip(final, pairs, strict=True))
 
 
 def test_degenerate_pairs_are_left_alone() -> None:
