@@ -131,6 +131,17 @@ quiet machine: golden_years_film +3.18 dB mean (worst +0.45), teal_and_orange_ci
 dB, ho/act 1.34 / 1.43, 34-35 s; ``ml_quality`` unchanged (LUT-made pairs are consistent, so
 nothing is taken out).
 
+With 2+ pairs :func:`app.ml.learn.learn_style` no longer holds back 10 % of each photo in tiles
+(whole photos are held out by its k-fold), so every fit sees every pixel, rare colors included:
+``ml_quality`` 3 pairs 0.37 / 1.59 -> 0.35 / 1.52 mean / p95 dE00 (one pair unchanged, 2.10 /
+5.86); ``real_edits`` golden +3.18 -> +3.07 dB mean (worst +0.45 -> +0.25), teal +4.30 -> +4.23
+(worst -4.11 -> -4.09), learn 34-35 -> 28-33 s. Option sweeps on the 3-pair row afterwards
+(direct fits, same photos, p95 from 1.533): 300k pixels 1.527, balance 0.75 1.536, smoothness
+2e-9 / 5e-9 1.546 / 1.529, clip_weight 0.5 1.525, mixed 0.1 1.580, tol 1e-7 1.551, a second
+refinement pass 1.532, a 49^3 lattice 1.590, no safety step 1.525; a prior mean from the
+published Image-Adaptive-3DLUT basis tables (per channel, with an affine part) 1.806. None is a
+clear gain, so the defaults stay.
+
 Pixels: more than ``max_pixels`` (200k) training pixels are subsampled per color cell (up to a
 cap per 17^3 cell, every pixel of a rare color kept, reweighted so each cell keeps its weight);
 the former uniform 600k subset lost rare colors. Quick check, 3 LUT-made pairs (ml_quality's
