@@ -810,7 +810,7 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
             identity_heldout_pixels={k: v for k, v in identity.items() if k != "per_photo_psnr"},
         )
         out.score = scored["delta_e2000_mean"]
-    if not has_holdout:  # 2+ pairs hold out whole photos instead of tiles
+    if not has_holdout:  # one pair: its held-out tiles (2+ pairs hold out whole photos)
         b, p, a = held.joined()
         out.metrics["heldout_pixels"] = {
             **_scores(_blend(b, p, shown), a),
