@@ -491,12 +491,11 @@ def bound_style_gain(
     smooth version first (:func:`app.ml.dlut.bound_photo_gain`); any other model, or a table
     still over the bound, is scaled back toward the identity (the strengths of
     :func:`app.ml.dlut.strongest_within`, as ``apply(image, strength)`` blends) until every photo
-    is within it. Measured at full
-    resolution on :data:`GAIN_PAIRS` evenly spaced neighbour pairs per photo (what a user sees:
-    on 12 look x photo cases a 512 px subsample read from 0.34 lower to 0.28 higher than all
-    pairs at 1200 px; 300,000 pairs read within 0.03 of all). The bound itself is chosen by
-    :func:`_gain_bound`. Returns the
-    style and ``{"max_gain", "gain_before", "gain_after", "action"}``."""
+    is within it. Measured at full resolution on :data:`GAIN_PAIRS` evenly spaced neighbour
+    pairs per photo (what a user sees: on 12 look x photo cases a 512 px subsample read from
+    0.34 lower to 0.28 higher than all pairs at 1200 px; 300,000 pairs read within 0.03 of all).
+    The bound itself is chosen by :func:`_gain_bound`. Returns the style and ``{"max_gain",
+    "gain_before", "gain_after", "action"}``."""
     from app.ml.dlut import bound_photo_gain, strongest_within
     from app.ml.metrics import local_gain
 
@@ -774,7 +773,7 @@ def _gain_bound(prepared: list[TrainingPair], gains: dict[str, Any] | None) -> t
 def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: float) -> _Outcome:
     """Fit on all photos, set the strength (one pair: chosen on the held-out pixels of its photo),
     bound its local gain on the training photos (:func:`bound_style_gain`) and measure the
-    training error and the held-out pixels of the style the user gets."""
+    training error (and, one pair, the held-out pixels) of the style the user gets."""
     start = time.perf_counter()
     fitter = out.fitter
     fitter.report(lo, f"fitting {out.model} on all photos")
@@ -799,7 +798,7 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
     if guard["action"] != "none":  # ... unless the guard smoothed or scaled the style
         held, train = _pixel_samples(style, fitter.prepared)
         shown = 1.0
-    if not has_holdout:
+    if not has_holdout:  # one pair: its held-out tiles (2+ pairs hold out whole photos)
         scored, identity = _score_samples(held, shown)
         out.metrics.update(
             holdout=None,
@@ -807,16 +806,14 @@ def _final_fit(out: _Outcome, n_pairs: int, deadline: float, lo: float, hi: floa
                 "one pair: no other photo to hold out, so the error on new photos is unknown; "
                 "add a second pair (heldout_pixels is measured on unseen tiles of the same photo)"
             ),
+            heldout_pixels={
+                **{k: v for k, v in scored.items() if k != "per_photo_psnr"},
+                "n_pixels": int(sum(int(x.holdout.sum()) for x in fitter.prepared)),
+                "what": "unseen 16x16 tiles of the one training photo (optimistic: same photo)",
+            },
             identity_heldout_pixels={k: v for k, v in identity.items() if k != "per_photo_psnr"},
         )
         out.score = scored["delta_e2000_mean"]
-    if not has_holdout:  # one pair: its held-out tiles (2+ pairs hold out whole photos)
-        b, p, a = held.joined()
-        out.metrics["heldout_pixels"] = {
-            **_scores(_blend(b, p, shown), a),
-            "n_pixels": int(sum(int(x.holdout.sum()) for x in fitter.prepared)),
-            "what": "unseen 16x16 tiles of the one training photo (optimistic: same photo)",
-        }
     b, p, a = train.joined()
     out.metrics["fit"] = {
         **_scores(_blend(b, p, shown), a),

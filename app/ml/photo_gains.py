@@ -91,6 +91,12 @@ def _log2_gains(params: np.ndarray) -> np.ndarray:
     return np.array([ev + red, ev, ev + blue])
 
 
+def _params(log2_gains: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_log2_gains`: per-channel log2 gains -> (exposure, red, blue)."""
+    r, g, b = log2_gains
+    return np.array([g, r - g, b - g])
+
+
 def estimate_photo_gains(
     pairs: list[TrainingPair], *, seed: int = 0, max_seconds: float = MAX_SECONDS
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -140,12 +146,10 @@ def estimate_photo_gains(
                 out = np.clip(lk.apply(_corrected(x, _log2_gains(q))), 0.0, 1.0)
                 return float(np.mean((out - y) ** 2))
 
-            g = gains[j]
             # centering may have moved the last round's values past a bound
-            start_q = np.clip([g[1], g[0] - g[1], g[2] - g[1]], -_LIMIT, _LIMIT)
             res = minimize(
                 cost,
-                start_q,
+                np.clip(_params(gains[j]), -_LIMIT, _LIMIT),
                 method="Powell",
                 bounds=list(zip(-_LIMIT, _LIMIT, strict=True)),
                 options={"xtol": 1e-3, "ftol": 1e-7},
