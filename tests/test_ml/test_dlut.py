@@ -171,7 +171,7 @@ def test_a_short_budget_fits_on_fewer_pixels() -> None:
 
 def test_one_pair_fits_add_the_mixed_prior_unless_told() -> None:
     """One photo's colors leave the multilinear modes of the axis-only prior free: a fit on one
-    pair uses ``ONE_PAIR_MIXED`` mixed smoothness (ml_quality one pair 2.40 -> 2.08 mean dE00);
+    pair uses ``ONE_PAIR_MIXED`` mixed smoothness (ml_quality one pair 2.34 -> 2.08 mean dE00);
     two pairs, or an explicit option, keep what was asked."""
     from app.ml.dlut import ONE_PAIR_MIXED
 
