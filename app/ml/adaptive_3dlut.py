@@ -58,6 +58,9 @@ with the rest of the time. ``model.info`` holds ``choice``, ``holdout_psnr`` (ev
 mean held-out PSNR in dB), ``selection`` (how it was held out) and ``folds``. ``select`` may
 also force one candidate. ``global`` and ``identity`` are stored as ``adaptive=False`` models
 (the post LUT alone). A fit ends by itself after ``max_seconds`` (45) even with a larger budget.
+:func:`app.ml.learn.learn_style` with 2+ pairs does not use this nested choice: it fits each
+candidate (``select``) on its own outer folds and keeps the best on those held-out photos
+(``metrics["selection"]``), so its holdout judges the candidate the user gets.
 
 Deviations (and why)
 --------------------
@@ -1112,7 +1115,10 @@ def fit(
         if not usable:
             raise ValueError("every pixel of every pair is held out; nothing to fit")
         progress(0.0, f"fitting image-adaptive 3D LUTs on {len(pairs)} pairs ({o.mode} classifier)")
-        pool = _build_pool(base, data, usable, o, rnd, start + 0.15 * budget)
+        # the augmented views only feed fine-tuning (the published weights, a global LUT and
+        # the identity train no classifier)
+        tunes = o.select in ("auto", "fine_tuned")
+        pool = _build_pool(base, data, usable, o, rnd, start + 0.15 * budget) if tunes else []
         info: dict[str, Any] = {"train_classifier": o.mode, "post_lut_size": o.post_size}
 
         def elapsed_frac() -> float:

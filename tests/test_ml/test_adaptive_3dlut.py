@@ -332,6 +332,57 @@ def test_one_pair_chooses_by_held_out_tiles(published_dir: Path) -> None:
     assert model.info["holdout_psnr"][model.info["choice"]] >= model.info["holdout_psnr"]["initial"]
 
 
+def test_learn_style_keeps_the_published_weights_its_edits_came_from(published_dir: Path) -> None:
+    """learn_style with 2+ pairs chooses between the published weights, the fine-tune and the
+    global LUT on its outer held-out photos (the holdout it reports), not by a selection nested
+    in each fold: pairs made by the published model itself keep the published weights, every
+    candidate's holdout is in ``metrics["selection"]`` and the style is the one chosen."""
+    from app.ml import learn_style
+
+    published = load_published(published_dir)
+    published.view_size = 48
+    pairs = cast_photo_pairs(3, lambda i, b: published.apply(b), size=48)
+    result = learn_style(
+        "adaptive_3dlut",
+        [(p.before, p.after) for p in pairs],
+        options={**QUICK, "seed": 0},
+        init_weights=published_dir,
+        time_budget_s=20,
+    )
+    selection = result.metrics["selection"]
+    scores = {k: v["delta_e2000_mean"] for k, v in selection["candidates"].items()}
+    assert set(scores) == {"initial", "fine_tuned", "global"}
+    assert selection["chosen"] == "initial", scores
+    assert result.model.info["choice"] == "initial"
+    assert result.metrics["holdout"]["delta_e2000_mean"] == scores["initial"] < 0.05
+    assert result.model.adaptive  # the published network itself, not a LUT fitted to its output
+    for pair in pairs:
+        assert np.allclose(result.model.apply(pair.before), pair.after, atol=2e-3)
+
+
+def test_learn_style_fine_tune_never_ends_below_the_published_weights(published_dir: Path) -> None:
+    """Unrelated per-photo edits: whichever candidate learn_style keeps scores no worse than the
+    published weights on the held-out photos, and its holdout is that candidate's."""
+    from app.ml import learn_style
+
+    rng = np.random.default_rng(4)
+    gains = rng.uniform(0.5, 1.6, (4, 3))
+    pairs = cast_photo_pairs(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
+    result = learn_style(
+        "adaptive_3dlut",
+        [(p.before, p.after) for p in pairs],
+        options={**QUICK, "seed": 0},
+        init_weights=published_dir,
+        time_budget_s=20,
+    )
+    selection = result.metrics["selection"]
+    scores = {k: v["delta_e2000_mean"] for k, v in selection["candidates"].items()}
+    chosen = selection["chosen"]
+    assert scores[chosen] == min(scores.values()) <= scores["initial"]
+    assert result.metrics["holdout"]["delta_e2000_mean"] == scores[chosen]
+    assert result.model.info["choice"] == chosen
+
+
 def test_time_budget_is_respected(published_dir: Path) -> None:
     pairs = cast_photo_pairs(4, lambda i, b: np.clip(b**0.8, 0, 1), size=64)
     start = time.monotonic()
