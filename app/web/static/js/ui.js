@@ -139,11 +139,14 @@ export function metricsSentences(m) {
     out.push(`On the photos it learned from: ${num(m.fit.delta_e2000_mean, 2)} ΔE on average (${deltaWords(m.fit.delta_e2000_mean)}).`);
   }
   if (m.model && typeof m.model === "string") out.push(`Model used: ${m.model}.`);
-  if (Array.isArray(m.candidates) && m.candidates.length) {
-    out.push("Candidates tried: " + m.candidates.map((c) => {
-      const s = c.holdout || c;
-      return `${c.model || c.name || "?"} ${s && s.delta_e2000_mean != null ? num(s.delta_e2000_mean, 2) + " ΔE" : ""}`.trim();
-    }).join(", ") + ".");
+  // metrics.auto (which model) and metrics.selection (adaptive_3dlut: which of its variants):
+  // { chosen, criterion, candidates: { name: { delta_e2000_mean, ... } | { error } } }
+  for (const [key, what] of [["auto", "Models"], ["selection", "Variants"]]) {
+    const sel = m[key];
+    if (!sel || typeof sel !== "object" || !sel.chosen) continue;
+    const tried = Object.entries(sel.candidates || {}).map(([name, c]) =>
+      c && c.delta_e2000_mean != null ? `${name} ${num(c.delta_e2000_mean, 2)} ΔE` : `${name} (failed)`);
+    out.push(`${what} tried${tried.length ? `: ${tried.join(", ")}` : ""}; kept ${sel.chosen}, the closest to your edits on data it did not learn from.`);
   }
   return out;
 }
