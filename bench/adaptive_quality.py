@@ -14,7 +14,9 @@ per-photo correction (what a perfect global LUT that ignores the correction woul
 reference, not a method), the fine-tuned candidate alone (``select="fine_tuned"``), and our
 adaptive fit from the published weights with its default choice between candidates (initial /
 no change / global / fine-tuned, by leave-one-photo-out on the 4 training photos; the row says
-which it kept). Benchmarks measure; they never assert.
+which it kept), and last what the service runs, :func:`app.ml.learn_style` (per-photo gains
+factored out, the same choice made on its outer held-out photos, strength and local-gain guard).
+Benchmarks measure; they never assert.
 """
 
 from __future__ import annotations
@@ -161,6 +163,26 @@ def run(fit_budget_s: float = FIT_BUDGET_S, options: dict[str, Any] | None = Non
         "  same, on its 4 training photos",
         {n: model.apply(pairs[n].before) for n in TRAIN},
         {n: pairs[n] for n in TRAIN},
+    )
+    # what the service runs: learn_style (photo_gains, its choice between published /
+    # fine-tuned / global on held-out photos, strength, local-gain guard) with the same budget
+    from app.ml import learn_style
+
+    start = time.monotonic()
+    learned = learn_style(
+        "adaptive_3dlut",
+        [(p.before, p.after) for p in train],
+        init_weights=published_dir,
+        time_budget_s=fit_budget_s,
+        device=str(device),
+    )
+    took = time.monotonic() - start
+    kept = learned.metrics.get("selection", {}).get("chosen", learned.model.info.get("choice"))
+    _row(
+        "learn_style (the service's path)",
+        {n: learned.model.apply(p.before) for n, p in test.items()},
+        test,
+        f"learn {took:.1f} s, kept {kept}, strength {learned.metrics.get('strength')}",
     )
     if JITTER_BUDGET_S > 0:
         jitter = {**opts, "jitter": 0.2}
