@@ -153,8 +153,9 @@ def cmd_learn(args: argparse.Namespace) -> int:
             _say(f"  {group:17s} {line}")
     if "strength" in m:
         _say(f"  {'strength':17s} {m['strength']}")
-    if "auto" in m:
-        _say(f"  {'auto chose':17s} {m['auto']['chosen']} ({m['auto']['criterion']})")
+    for key, label in (("auto", "auto chose"), ("selection", "kept variant")):
+        if isinstance(m.get(key), dict):
+            _say(f"  {label:17s} {m[key]['chosen']} ({m[key]['criterion']})")
     return 0
 
 

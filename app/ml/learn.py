@@ -667,6 +667,20 @@ def _folds(n_pairs: int) -> list[list[int]]:
     return [[i for i in range(n_pairs) if i % k == f] for f in range(k)]
 
 
+def _estimate_gains_first(fitter: _Fitter, n_pairs: int) -> None:
+    """Estimate the per-photo gains of every fold's photos and of all photos before any fit
+    (cached in the fitter's cache, which ``auto``'s candidates share), so that no fold or
+    candidate pays for them out of its own share: estimated inside the folds, the first fold
+    paid two estimates and, in ``auto``, the first candidate paid all five (~12 s of its ~14 s
+    on real_edits), which left dlut's fold fits ~0.5 s each, stopped before their second pass."""
+    if not fitter.photo_gains or n_pairs < 2:
+        return
+    fitter.report(0.03, "estimating each photo's own exposure and white balance")
+    fitter.gains(range(n_pairs))
+    for test in _folds(n_pairs):
+        fitter.gains([i for i in range(n_pairs) if i not in test])
+
+
 def _out_of_fold(
     fitter: _Fitter, n_pairs: int, deadline: float, reserve_s: float, lo: float, hi: float
 ) -> _Samples:
@@ -947,6 +961,7 @@ def learn_style(
         photo_gains = bool(opts.pop("photo_gains", True))
         opts = _outer_selection(model, opts, len(floats))
         fitter = _Fitter(model, floats, opts, long_side, seed, dev, report, {}, photo_gains)
+        _estimate_gains_first(fitter, len(floats))
         n_folds = len(_folds(len(floats)))
         mid = 0.05 + 0.85 * n_folds / (n_folds + 1)
         reserve = (deadline - time.perf_counter()) / (n_folds + 1)
@@ -1011,6 +1026,12 @@ def _choose(
     n = len(floats)
     folds = _folds(n)
     cache: dict[Any, Any] = {}
+    shared = next((c for c in candidates if c.model in PHOTO_GAIN_MODELS), None)
+    if shared is not None:
+        fitter = _Fitter(
+            shared.model, floats, dict(shared.opts), long_side, seed, dev, report, cache, photo_gains
+        )
+        _estimate_gains_first(fitter, n)
     # the final fit is what the user gets: it keeps one candidate's share of the budget (it had
     # one fold's share, ~4 s of 60, and a nilut final fit in 3 s stayed at its identity start)
     reserve = (deadline - time.perf_counter()) / (len(candidates) + 1) if folds else 0.0
