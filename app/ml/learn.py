@@ -1028,8 +1028,9 @@ def _choose(
     cache: dict[Any, Any] = {}
     shared = next((c for c in candidates if c.model in PHOTO_GAIN_MODELS), None)
     if shared is not None:
+        opts = dict(shared.opts)
         fitter = _Fitter(
-            shared.model, floats, dict(shared.opts), long_side, seed, dev, report, cache, photo_gains
+            shared.model, floats, opts, long_side, seed, dev, report, cache, photo_gains
         )
         _estimate_gains_first(fitter, n)
     # the final fit is what the user gets: it keeps one candidate's share of the budget (it had
