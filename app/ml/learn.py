@@ -127,6 +127,7 @@ HOLDOUT_FRACTION = 0.1
 # so the published weights win a tie and a fine-tune never ends below them on held-out photos)
 ADAPTIVE_CANDIDATES = ("initial", "fine_tuned", "global")
 HOLDOUT_FOLDS = 4  # k of the k-fold-by-photo holdout (k = min(4, pairs))
+GAINS_SHARE = 0.3  # of a learn's budget for all its photo_gains estimates (_estimate_gains_first)
 DEFAULT_TIME_BUDGET_S = 60.0  # a whole learn (folds, candidates, final fit), any model
 HOLDOUT_TILE = 16
 METRIC_PIXELS = 200_000
@@ -580,6 +581,7 @@ class _Fitter:
         self.cache = cache
         self.photo_gains = photo_gains and model in PHOTO_GAIN_MODELS
         self.retries = 0
+        self.gains_seconds: float | None = None  # per estimate; None: photo_gains' own bound
 
     def gains(self, indices: Sequence[int]) -> tuple[np.ndarray, dict[str, Any]]:
         """Per-photo log2 gains of ``indices`` (estimated on those photos only) and their info."""
@@ -595,7 +597,8 @@ class _Fitter:
                 self.cache[key] = (np.zeros((len(indices), 3)), info)
             else:
                 pairs = [self.prepared[i] for i in indices]
-                self.cache[key] = estimate_photo_gains(pairs, seed=self.seed)
+                bound = {} if self.gains_seconds is None else {"max_seconds": self.gains_seconds}
+                self.cache[key] = estimate_photo_gains(pairs, seed=self.seed, **bound)
         return self.cache[key]  # type: ignore[no-any-return]
 
     @property
@@ -667,14 +670,21 @@ def _folds(n_pairs: int) -> list[list[int]]:
     return [[i for i in range(n_pairs) if i % k == f] for f in range(k)]
 
 
-def _estimate_gains_first(fitter: _Fitter, n_pairs: int) -> None:
+def _estimate_gains_first(fitter: _Fitter, n_pairs: int, budget_s: float) -> None:
     """Estimate the per-photo gains of every fold's photos and of all photos before any fit
     (cached in the fitter's cache, which ``auto``'s candidates share), so that no fold or
     candidate pays for them out of its own share: estimated inside the folds, the first fold
     paid two estimates and, in ``auto``, the first candidate paid all five (~12 s of its ~14 s
-    on real_edits), which left dlut's fold fits ~0.5 s each, stopped before their second pass."""
+    on real_edits), which left dlut's fold fits ~0.5 s each, stopped before their second pass.
+    Together they get about :data:`GAINS_SHARE` of ``budget_s`` (no round of an estimate
+    starts past its share; the first always runs): a 12 s learn on four small photos spent 11 s
+    on them. At the default 60 s each share is 3.3 s, above the 2.3-3.1 s they take."""
     if not fitter.photo_gains or n_pairs < 2:
         return
+    from app.ml.photo_gains import MAX_SECONDS
+
+    estimates = len(_folds(n_pairs)) + 1
+    fitter.gains_seconds = min(MAX_SECONDS, GAINS_SHARE * max(budget_s, 0.0) / estimates)
     fitter.report(0.03, "estimating each photo's own exposure and white balance")
     fitter.gains(range(n_pairs))
     for test in _folds(n_pairs):
@@ -961,7 +971,7 @@ def learn_style(
         photo_gains = bool(opts.pop("photo_gains", True))
         opts = _outer_selection(model, opts, len(floats))
         fitter = _Fitter(model, floats, opts, long_side, seed, dev, report, {}, photo_gains)
-        _estimate_gains_first(fitter, len(floats))
+        _estimate_gains_first(fitter, len(floats), deadline - time.perf_counter())
         n_folds = len(_folds(len(floats)))
         mid = 0.05 + 0.85 * n_folds / (n_folds + 1)
         reserve = (deadline - time.perf_counter()) / (n_folds + 1)
@@ -1032,7 +1042,7 @@ def _choose(
         fitter = _Fitter(
             shared.model, floats, opts, long_side, seed, dev, report, cache, photo_gains
         )
-        _estimate_gains_first(fitter, n)
+        _estimate_gains_first(fitter, n, deadline - time.perf_counter())
     # the final fit is what the user gets: it keeps one candidate's share of the budget (it had
     # one fold's share, ~4 s of 60, and a nilut final fit in 3 s stayed at its identity start)
     reserve = (deadline - time.perf_counter()) / (len(candidates) + 1) if folds else 0.0

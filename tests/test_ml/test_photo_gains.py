@@ -145,3 +145,24 @@ def test_degenerate_pairs_are_left_alone() -> None:
     assert info["applied"] is False
     assert gains.shape == (16, 3)
     assert not gains.any()
+
+
+@pytest.mark.parametrize("model", ["dlut", "auto"])
+def test_gains_are_estimated_before_any_fold_is_fitted(model: str) -> None:
+    """Every fold's gains (and all photos') are estimated up front, so no fold and no ``auto``
+    candidate pays for them out of its own time share: the estimate's progress message comes
+    before the first fold's, and only once."""
+    pairs = [(p.before, p.after) for p in _pairs(consistent=False)]
+    messages: list[str] = []
+    options = {"candidates": ["dlut", "nilut"]} if model == "auto" else {}
+    result = learn_style(
+        model, pairs, time_budget_s=12, options=options, progress=lambda f, m: messages.append(m)
+    )
+    assert result.metrics["photo_gains"]["applied"] is True
+    estimate = [i for i, m in enumerate(messages) if "own exposure and white balance" in m]
+    folds = [i for i, m in enumerate(messages) if m.startswith("holding out photo")]
+    assert len(estimate) == 1
+    assert folds
+    assert estimate[0] < folds[0]
+    if model == "auto":
+        assert len(folds) == 2 * len(pairs)  # both candidates held out every photo
