@@ -39,7 +39,7 @@ passed its share.
 ``metrics["auto"]``. ``adaptive_3dlut`` with 2+ pairs chooses between its own
 :data:`ADAPTIVE_CANDIDATES` (published weights, fine-tuned, global LUT) the same way, on the same
 held-out photos as its holdout, and records it in ``metrics["selection"]`` (see
-:func:`_learn_adaptive`).
+:func:`_adaptive_candidates`).
 
 Model names: ``dlut`` (:mod:`app.ml.dlut`), ``nilut`` (:mod:`app.ml.nilut`), ``adaptive_3dlut``
 (:mod:`app.ml.adaptive_3dlut`), imported lazily through the :data:`fitters` registry (tests
@@ -655,7 +655,7 @@ def _outer_selection(model: str, opts: dict[str, Any], n_pairs: int) -> dict[str
     published weights (holdout 12.49 ΔE00) while the final fit, with more time, chose its global
     LUT (actual 6.79): the holdout judged another model. With 2+ pairs both fit their network
     directly unless the caller chose ``select``; ``adaptive_3dlut`` on its own then compares
-    its candidates on the outer folds (:func:`_learn_adaptive`)."""
+    its candidates on the outer folds (:func:`_adaptive_candidates`)."""
     if model in ("nilut", "adaptive_3dlut") and n_pairs >= 2 and "select" not in opts:
         return {**opts, "select": "fine_tuned"}
     return opts
@@ -961,11 +961,13 @@ def learn_style(
     report(0.02, "preparing images")
     dev = select_device(device)
     deadline = start + 0.92 * time_budget_s
-    auto = selection = None
-    if model == "auto":
-        outcome, auto = _learn_auto(floats, opts, seed, dev, report, deadline)
-    elif model == "adaptive_3dlut" and len(floats) >= 2 and "select" not in opts:
-        outcome, selection = _learn_adaptive(floats, opts, seed, dev, report, deadline)
+    # auto's choice of a model, or adaptive_3dlut's of its variants (2+ pairs, no select given)
+    choice_key = "auto" if model == "auto" else None
+    if model == "adaptive_3dlut" and len(floats) >= 2 and "select" not in opts:
+        choice_key = "selection"
+    choice: dict[str, Any] | None = None
+    if choice_key is not None:
+        outcome, choice = _learn_choice(model, floats, opts, seed, dev, report, deadline)
     else:
         long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE[model]))
         photo_gains = bool(opts.pop("photo_gains", True))
@@ -981,10 +983,8 @@ def learn_style(
     assert style is not None
     report(0.92, "measuring")
     metrics = dict(outcome.metrics)
-    if auto is not None:
-        metrics["auto"] = auto
-    if selection is not None:
-        metrics["selection"] = selection
+    if choice_key is not None:
+        metrics[choice_key] = choice
     metrics.update(
         model=style.kind,
         n_pairs=len(pairs),
@@ -1089,45 +1089,33 @@ def _choose(
     return best, chosen, scores
 
 
-def _learn_auto(
-    floats: list[tuple[np.ndarray, np.ndarray]],
-    opts: dict[str, Any],
-    seed: int,
-    dev: torch.device,
-    report: ProgressFn,
-    deadline: float,
-) -> tuple[_Outcome, dict[str, Any]]:
-    """``auto``: :func:`_choose` between the candidate models (their default options; with 2+
-    pairs ``nilut`` and ``adaptive_3dlut`` fit their network directly, :func:`_outer_selection`:
+def _auto_candidates(opts: dict[str, Any], seed: int, n_pairs: int) -> list[_Candidate]:
+    """``auto``'s contenders: the candidate models with their default options (with 2+ pairs
+    ``nilut`` and ``adaptive_3dlut`` fit their network directly, :func:`_outer_selection`:
     ``dlut`` covers adaptive's global LUT and strength 0 the identity)."""
-    names = list(dict.fromkeys(opts.pop("candidates", AUTO_CANDIDATES)))
-    long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE["dlut"]))
     init = opts.pop("init_weights", None)
-    photo_gains = bool(opts.pop("photo_gains", True))
-    n = len(floats)
-    candidates = []
-    for name in names:
+    out = []
+    for name in dict.fromkeys(opts.pop("candidates", AUTO_CANDIDATES)):
         cand_opts: dict[str, Any] = {"seed": seed}
         if name == "adaptive_3dlut" and init is not None:
             cand_opts["init_weights"] = init
-        candidates.append(_Candidate(name, name, _outer_selection(name, cand_opts, n)))
-    best, chosen, scores = _choose(
-        floats, candidates, long_side, photo_gains, seed, dev, report, deadline
-    )
-    auto = {
-        "chosen": chosen,
-        "criterion": (
-            "lowest holdout delta_e2000_mean (held-out photos)"
-            if _folds(n)
-            else "lowest delta_e2000_mean on the held-out pixels of the one pair (there is no "
-            "other photo to hold out, so this is optimistic)"
-        ),
-        "candidates": scores,
-    }
-    return best, auto
+        out.append(_Candidate(name, name, _outer_selection(name, cand_opts, n_pairs)))
+    return out
 
 
-def _learn_adaptive(
+def _adaptive_candidates(opts: dict[str, Any]) -> list[_Candidate]:
+    """``adaptive_3dlut`` with 2+ pairs (and no ``select`` from the caller): its
+    :data:`ADAPTIVE_CANDIDATES`, compared by :func:`_choose` on the outer folds, the same
+    held-out photos that give its ``holdout``, so the holdout always judges the kind of model
+    the user gets and a fine-tune is kept only when it beats the published weights there.
+    Strength 0 (the identity) is :func:`best_strength`'s to choose. (Its own nested selection
+    ran inside each outer fold on ~2 s inner slots and judged a different candidate than the
+    final fit chose; see :func:`_outer_selection`.)"""
+    return [_Candidate(c, "adaptive_3dlut", {**opts, "select": c}) for c in ADAPTIVE_CANDIDATES]
+
+
+def _learn_choice(
+    model: str,
     floats: list[tuple[np.ndarray, np.ndarray]],
     opts: dict[str, Any],
     seed: int,
@@ -1135,29 +1123,29 @@ def _learn_adaptive(
     report: ProgressFn,
     deadline: float,
 ) -> tuple[_Outcome, dict[str, Any]]:
-    """``adaptive_3dlut`` with 2+ pairs (and no ``select`` from the caller): :func:`_choose`
-    between its :data:`ADAPTIVE_CANDIDATES` on the outer folds, the same held-out photos that
-    give its ``holdout``, so the holdout always judges the kind of model the user gets and a
-    fine-tune is kept only when it beats the published weights there. Strength 0 (the identity)
-    is :func:`best_strength`'s to choose. (Its own nested selection ran inside each outer fold
-    on ~2 s inner slots and judged a different candidate than the final fit chose; see
-    :func:`_outer_selection`.)"""
-    long_side = int(opts.pop("working_size", DEFAULT_WORKING_SIZE["adaptive_3dlut"]))
+    """``auto`` (:func:`_auto_candidates`) or ``adaptive_3dlut``'s variants
+    (:func:`_adaptive_candidates`) through :func:`_choose`; returns the final outcome and what
+    goes in ``metrics["auto"]`` / ``metrics["selection"]``: the choice, its criterion and every
+    candidate's scores."""
+    n = len(floats)
+    default_size = DEFAULT_WORKING_SIZE["dlut" if model == "auto" else model]
+    long_side = int(opts.pop("working_size", default_size))
     photo_gains = bool(opts.pop("photo_gains", True))
-    candidates = [
-        _Candidate(c, "adaptive_3dlut", {**opts, "select": c}) for c in ADAPTIVE_CANDIDATES
-    ]
+    if model == "auto":
+        candidates = _auto_candidates(opts, seed, n)
+    else:
+        candidates = _adaptive_candidates(opts)
     best, chosen, scores = _choose(
         floats, candidates, long_side, photo_gains, seed, dev, report, deadline
     )
-    selection = {
-        "chosen": chosen,
-        "criterion": "lowest holdout delta_e2000_mean (held-out photos; ties: the earlier of "
-        + ", ".join(ADAPTIVE_CANDIDATES)
-        + ")",
-        "candidates": scores,
-    }
-    return best, selection
+    ties = ", ".join(c.label for c in candidates)
+    criterion = (
+        f"lowest holdout delta_e2000_mean (held-out photos; ties: the earlier of {ties})"
+        if _folds(n)
+        else "lowest delta_e2000_mean on the held-out pixels of the one pair (there is no "
+        "other photo to hold out, so this is optimistic)"
+    )
+    return best, {"chosen": chosen, "criterion": criterion, "candidates": scores}
 
 
 def _learn_transfer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -332,23 +333,28 @@ def test_one_pair_chooses_by_held_out_tiles(published_dir: Path) -> None:
     assert model.info["holdout_psnr"][model.info["choice"]] >= model.info["holdout_psnr"]["initial"]
 
 
-def test_learn_style_keeps_the_published_weights_its_edits_came_from(published_dir: Path) -> None:
-    """learn_style with 2+ pairs chooses between the published weights, the fine-tune and the
-    global LUT on its outer held-out photos (the holdout it reports), not by a selection nested
-    in each fold: pairs made by the published model itself keep the published weights, every
-    candidate's holdout is in ``metrics["selection"]`` and the style is the one chosen."""
+def _learn(pairs: list[TrainingPair], published_dir: Path) -> Any:
+    """learn_style (the service's path) on ``pairs`` from the published weights, small and quick."""
     from app.ml import learn_style
 
-    published = load_published(published_dir)
-    published.view_size = 48
-    pairs = cast_photo_pairs(3, lambda i, b: published.apply(b), size=48)
-    result = learn_style(
+    return learn_style(
         "adaptive_3dlut",
         [(p.before, p.after) for p in pairs],
         options={**QUICK, "seed": 0},
         init_weights=published_dir,
         time_budget_s=20,
     )
+
+
+def test_learn_style_keeps_the_published_weights_its_edits_came_from(published_dir: Path) -> None:
+    """learn_style with 2+ pairs chooses between the published weights, the fine-tune and the
+    global LUT on its outer held-out photos (the holdout it reports), not by a selection nested
+    in each fold: pairs made by the published model itself keep the published weights, every
+    candidate's holdout is in ``metrics["selection"]`` and the style is the one chosen."""
+    published = load_published(published_dir)
+    published.view_size = 48
+    pairs = cast_photo_pairs(3, lambda i, b: published.apply(b), size=48)
+    result = _learn(pairs, published_dir)
     selection = result.metrics["selection"]
     scores = {k: v["delta_e2000_mean"] for k, v in selection["candidates"].items()}
     assert set(scores) == {"initial", "fine_tuned", "global"}
@@ -363,18 +369,10 @@ def test_learn_style_keeps_the_published_weights_its_edits_came_from(published_d
 def test_learn_style_fine_tune_never_ends_below_the_published_weights(published_dir: Path) -> None:
     """Unrelated per-photo edits: whichever candidate learn_style keeps scores no worse than the
     published weights on the held-out photos, and its holdout is that candidate's."""
-    from app.ml import learn_style
-
     rng = np.random.default_rng(4)
     gains = rng.uniform(0.5, 1.6, (4, 3))
     pairs = cast_photo_pairs(4, lambda i, b: np.clip(b * gains[i], 0, 1), seed=3)
-    result = learn_style(
-        "adaptive_3dlut",
-        [(p.before, p.after) for p in pairs],
-        options={**QUICK, "seed": 0},
-        init_weights=published_dir,
-        time_budget_s=20,
-    )
+    result = _learn(pairs, published_dir)
     selection = result.metrics["selection"]
     scores = {k: v["delta_e2000_mean"] for k, v in selection["candidates"].items()}
     chosen = selection["chosen"]
