@@ -581,24 +581,29 @@ class _Fitter:
         self.cache = cache
         self.photo_gains = photo_gains and model in PHOTO_GAIN_MODELS
         self.retries = 0
-        self.gains_seconds: float | None = None  # per estimate; None: photo_gains' own bound
 
-    def gains(self, indices: Sequence[int]) -> tuple[np.ndarray, dict[str, Any]]:
-        """Per-photo log2 gains of ``indices`` (estimated on those photos only) and their info."""
-        from app.ml.photo_gains import estimate_photo_gains
+    def gains(
+        self, indices: Sequence[int], max_seconds: float | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Per-photo log2 gains of ``indices`` (estimated on those photos only) and their info;
+        ``max_seconds`` bounds an estimate not cached yet (default: photo_gains' own bound)."""
+        from app.ml.photo_gains import MAX_SECONDS, estimate_photo_gains
 
         everything = tuple(range(len(self.floats)))
         key = ("photo_gains", self.long_side, tuple(indices))
         if key not in self.cache:
-            if tuple(indices) != everything and not self.gains(everything)[1]["applied"]:
+            if (
+                tuple(indices) != everything
+                and not self.gains(everything, max_seconds)[1]["applied"]
+            ):
                 # edits that one look explains as a whole are consistent in every subset too:
                 # one estimate instead of one per fold (LUT-made pairs lost fold time to them)
                 info = {"applied": False, "reason": "not needed on all photos"}
                 self.cache[key] = (np.zeros((len(indices), 3)), info)
             else:
                 pairs = [self.prepared[i] for i in indices]
-                bound = {} if self.gains_seconds is None else {"max_seconds": self.gains_seconds}
-                self.cache[key] = estimate_photo_gains(pairs, seed=self.seed, **bound)
+                bound = MAX_SECONDS if max_seconds is None else max_seconds
+                self.cache[key] = estimate_photo_gains(pairs, seed=self.seed, max_seconds=bound)
         return self.cache[key]  # type: ignore[no-any-return]
 
     @property
@@ -670,6 +675,11 @@ def _folds(n_pairs: int) -> list[list[int]]:
     return [[i for i in range(n_pairs) if i % k == f] for f in range(k)]
 
 
+def _train_of(n_pairs: int, test: list[int]) -> list[int]:
+    """The photos a fold fits on: all but its held-out ``test`` photos."""
+    return [i for i in range(n_pairs) if i not in test]
+
+
 def _estimate_gains_first(fitter: _Fitter, n_pairs: int, budget_s: float) -> None:
     """Estimate the per-photo gains of every fold's photos and of all photos before any fit
     (cached in the fitter's cache, which ``auto``'s candidates share), so that no fold or
@@ -683,12 +693,12 @@ def _estimate_gains_first(fitter: _Fitter, n_pairs: int, budget_s: float) -> Non
         return
     from app.ml.photo_gains import MAX_SECONDS
 
-    estimates = len(_folds(n_pairs)) + 1
-    fitter.gains_seconds = min(MAX_SECONDS, GAINS_SHARE * max(budget_s, 0.0) / estimates)
+    folds = _folds(n_pairs)
+    bound = min(MAX_SECONDS, GAINS_SHARE * max(budget_s, 0.0) / (len(folds) + 1))
     fitter.report(0.03, "estimating each photo's own exposure and white balance")
-    fitter.gains(range(n_pairs))
-    for test in _folds(n_pairs):
-        fitter.gains([i for i in range(n_pairs) if i not in test])
+    fitter.gains(range(n_pairs), bound)
+    for test in folds:
+        fitter.gains(_train_of(n_pairs, test), bound)
 
 
 def _out_of_fold(
@@ -700,7 +710,7 @@ def _out_of_fold(
     samples = _Samples()
     per_photo = max(1000, METRIC_PIXELS // max(1, n_pairs))
     for f, test in enumerate(folds):
-        train = [i for i in range(n_pairs) if i not in test]
+        train = _train_of(n_pairs, test)
         left = deadline - time.perf_counter() - reserve_s
         step = (hi - lo) / len(folds)
         fitter.report(lo + step * f, f"holding out photo(s) {', '.join(str(i) for i in test)}")
@@ -1035,24 +1045,21 @@ def _choose(
     outcome, the chosen label and every candidate's scores and times."""
     n = len(floats)
     folds = _folds(n)
-    cache: dict[Any, Any] = {}
-    shared = next((c for c in candidates if c.model in PHOTO_GAIN_MODELS), None)
-    if shared is not None:
-        opts = dict(shared.opts)
-        fitter = _Fitter(
-            shared.model, floats, opts, long_side, seed, dev, report, cache, photo_gains
-        )
-        _estimate_gains_first(fitter, n, deadline - time.perf_counter())
+    cache: dict[Any, Any] = {}  # prepared images and photo_gains estimates, shared
+    fitters = [
+        _Fitter(c.model, floats, dict(c.opts), long_side, seed, dev, report, cache, photo_gains)
+        for c in candidates
+    ]
+    with_gains = next((f for f in fitters if f.photo_gains), None)
+    if with_gains is not None:
+        _estimate_gains_first(with_gains, n, deadline - time.perf_counter())
     # the final fit is what the user gets: it keeps one candidate's share of the budget (it had
     # one fold's share, ~4 s of 60, and a nilut final fit in 3 s stayed at its identity start)
     reserve = (deadline - time.perf_counter()) / (len(candidates) + 1) if folds else 0.0
     outcomes: dict[str, _Outcome] = {}
     scores: dict[str, dict[str, Any]] = {}
     order = [c.label for c in candidates]
-    for j, cand in enumerate(candidates):
-        fitter = _Fitter(
-            cand.model, floats, dict(cand.opts), long_side, seed, dev, report, cache, photo_gains
-        )
+    for j, (cand, fitter) in enumerate(zip(candidates, fitters, strict=True)):
         share = (deadline - time.perf_counter() - reserve) / (len(candidates) - j)
         lo, hi = 0.05 + 0.8 * j / len(candidates), 0.05 + 0.8 * (j + 1) / len(candidates)
         report(lo, f"trying {cand.label}")

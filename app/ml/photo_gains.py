@@ -41,11 +41,12 @@ same code without it: ``learn_style`` for golden ``dlut`` and both ``nilut`` row
 * The exposures found on golden_years_film: -0.03, -0.33, -0.42 and +0.77 EV against the true
   +0.66, -0.58, -0.75 and +0.67 (centered): a rough split (the vignettes and sky filters, and the
   coarse look absorbing part of a correction), but the part it removes is the part that hurt.
-* Cost: 2-6 s per estimate (10,000 pixels per photo, 40,000 at most in all; no round starts
-  after :data:`MAX_SECONDS`): 3.8-4.6 s for 4 pairs at 1200 px and 5.3-5.6 s for 16 (measured with
-  other jobs on the cores), once per fold and once for the final fit, cached across ``auto``'s
-  candidates; edits it does not help cost one estimate per learn. Almost all of it is Powell's
-  evaluations of the coarse look (~230 per photo and round at ``xtol`` 1e-3); ``xtol`` 1e-2 (a
+* Cost: one estimate per fold and one for all photos, made up front by
+  :func:`app.ml.learn.learn_style` within ~30 % of its budget and cached across ``auto``'s
+  candidates (edits it does not help cost one estimate per learn); 10,000 pixels per photo,
+  40,000 at most in all, no round starts after ``max_seconds``. At ``xtol`` 1e-3 an estimate
+  took 3.8-4.6 s for 4 pairs at 1200 px and 5.3-5.6 s for 16 (other jobs on the cores), almost
+  all of it Powell's evaluations of the coarse look (~230 per photo and round); ``xtol`` 1e-2 (a
   hundredth of a stop, far below the estimate's own error above) took the golden_years_film
   estimate from 5.1 to 3.1 s (4 photos) and 4.6 to 2.3 s (3 photos, a fold), with every gain
   within 0.005 stops of the 1e-3 result; the time saved goes to the fits.
