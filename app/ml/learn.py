@@ -78,6 +78,7 @@ from app.ml.base import (
     TrainingPair,
     no_progress,
 )
+from app.ml.coverage import ColorCoverage
 from app.ml.lut import LUT3D, LUTStyle, identity_table, plain_value
 from app.ml.options import AUTO_CANDIDATES, validate_options
 
@@ -905,7 +906,8 @@ def learn_style(
     Metrics: ``holdout`` (2+ pairs: k-fold by photo, the error on photos the fit did not see,
     else null with ``holdout_reason``), ``identity_holdout`` (doing nothing on the same photos),
     ``fit`` (training error), ``heldout_pixels`` (one pair: unseen tiles of its photo),
-    ``strength`` (the share of the style kept, chosen on held-out data), for ``auto``,
+    ``strength`` (the share of the style kept, chosen on held-out data), ``coverage`` (the
+    colors its "before" images show, :class:`app.ml.coverage.ColorCoverage`), for ``auto``,
     ``auto`` (the choice and every candidate's score), and for ``adaptive_3dlut`` with 2+
     pairs, ``selection`` (the same for its published / fine-tuned / global-LUT candidates).
 
@@ -995,6 +997,10 @@ def learn_style(
     metrics = dict(outcome.metrics)
     if choice_key is not None:
         metrics[choice_key] = choice
+    # the colors it was taught (apply reports the share of a photo's pixels outside them)
+    metrics["coverage"] = ColorCoverage.from_images(
+        p.before for p in outcome.fitter.prepared
+    ).to_dict()
     metrics.update(
         model=style.kind,
         n_pairs=len(pairs),

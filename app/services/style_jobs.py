@@ -46,6 +46,7 @@ from app.services.job_service import JobContext, JobSuperseded, PermanentJobErro
 from app.services.style_rules import (
     export_filename,
     learn_stop_reason,
+    public_metrics,
     settle_learn_update,
     slugify,
 )
@@ -390,7 +391,7 @@ def learn(ctx: JobContext, init_weights: str | None = None) -> dict[str, Any]:
         "style_id": str(style_id),
         "model": model.kind,
         "model_version": version,
-        "metrics": metrics,
+        "metrics": public_metrics(metrics),
     }
 
 
@@ -507,6 +508,7 @@ def apply(ctx: JobContext) -> dict[str, Any]:
     except ValueError as exc:  # an ICC profile LittleCMS cannot convert with
         raise PermanentJobError(f"cannot apply: {exc}") from exc
     fmt = output_format(p.get("format"), info.format)
+    coverage = _coverage(style, pixels, info.icc_profile)
     ctx.progress(60, "encoding")
     data = encode_image(
         graded,
@@ -544,6 +546,32 @@ def apply(ctx: JobContext) -> dict[str, Any]:
         "color_profile": imaging.describe_profile(icc),
         "output_profile": output_profile,
         "style_model_version": style.model_version,
+        "coverage": coverage,
+    }
+
+
+def _coverage(style: Style, pixels: np.ndarray, icc: bytes | None) -> dict[str, Any] | None:
+    """How much of the photo's colors the style was taught (its ``metrics.coverage``, written
+    by learning; imported LUTs and reference-only styles have none): the share of the photo's
+    pixels, in the working space, whose colors none of its training photos showed. ``None``
+    when the style has no record or it cannot be read (the graded photo is still delivered)."""
+    from app.ml.coverage import SAMPLE_PIXELS, ColorCoverage
+
+    record = (style.metrics or {}).get("coverage")
+    if not isinstance(record, dict):
+        return None
+    try:
+        coverage = ColorCoverage.from_dict(record)
+        flat = pixels.reshape(-1, 3)
+        if flat.shape[0] > SAMPLE_PIXELS:
+            flat = flat[np.linspace(0, flat.shape[0] - 1, SAMPLE_PIXELS).astype(np.int64)]
+        share = coverage.unseen_share(imaging.to_working(flat.reshape(-1, 1, 3), icc))
+    except ValueError:
+        return None
+    return {
+        "unseen_share": share,
+        "what": "share of this photo's pixels whose colors none of the style's training photos "
+        "showed: there the look is extrapolated; a pair showing those colors would teach it",
     }
 
 

@@ -8,13 +8,15 @@ never each other.
   one), else to ``failed``, and only while the style still belongs to that learn
   (``model_version``) and is still ``training``; a statement, so the async and the sync session
   run the very same rule;
-* :func:`rating_average`: the plain mean of a style's ratings shown as ``rating_avg``.
+* :func:`rating_average`: the plain mean of a style's ratings shown as ``rating_avg``;
+* :func:`public_metrics`: a style's metrics as clients see them (without internal records).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 from sqlalchemy import Update, case, update
 
@@ -97,3 +99,23 @@ def rating_average(rating_sum: int, rating_count: int) -> float | None:
     (4.5, None)
     """
     return round(rating_sum / rating_count, 2) if rating_count > 0 else None
+
+
+#: Keys of ``metrics["coverage"]`` kept for the apply job only: the packed cell record (~820
+#: characters per style, in every style list) means nothing to a client.
+INTERNAL_COVERAGE_KEYS = ("cells",)
+
+
+def public_metrics(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``metrics`` as the API shows them: ``coverage`` without its packed cells (the apply job
+    reads them from the stored metrics and reports ``coverage.unseen_share`` per photo).
+
+    >>> public_metrics({"holdout": None, "coverage": {"grid": 17, "seen_cells": 9, "cells": "AA"}})
+    {'holdout': None, 'coverage': {'grid': 17, 'seen_cells': 9}}
+    >>> public_metrics(None) is None
+    True
+    """
+    if not metrics or not isinstance(metrics.get("coverage"), dict):
+        return metrics
+    coverage = {k: v for k, v in metrics["coverage"].items() if k not in INTERNAL_COVERAGE_KEYS}
+    return {**metrics, "coverage": coverage}

@@ -57,6 +57,7 @@ from app.services.style_rules import (
     HALD_LEVELS,
     export_filename,
     learn_stop_reason,
+    public_metrics,
     rating_average,
     settle_learn_update,
 )
@@ -128,7 +129,7 @@ def style_out(style: Style, owner: User, storage: Storage) -> StyleOut:
         status=style.status,
         model=style.model,
         preview_url=preview_url,
-        metrics=style.metrics,
+        metrics=public_metrics(style.metrics),
         error=style.error,
         rating_avg=rating_average(style.rating_sum or 0, style.rating_count or 0),
         rating_count=style.rating_count or 0,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -336,6 +337,15 @@ def test_first_visit_to_downloaded_styled_photo_and_community(
     mine, theirs = _pixels(result_path.read_bytes()), _pixels(own)
     assert mine.shape == theirs.shape
     assert int(np.abs(mine - theirs).max()) <= 1
+    # the result row says how much of the photo the style's examples showed, as the API does
+    share = job["result"]["coverage"]["unseen_share"]
+    REPORT["unseen_share"] = share
+    results_text = page.get_by_role("list", name="Results").inner_text()
+    if share >= 0.05:
+        percent = math.floor(100 * share + 0.5)  # JavaScript's Math.round
+        assert f"{percent} % of this photo's colors were in none" in results_text
+    else:
+        assert "colors were in none" not in results_text
     # ...and the in-browser preview at 0.5 is close to it (same size photo, 8-bit LUT math).
     shown = _pixels(base64.b64decode(preview_png.split(",", 1)[1]))
     with Image.open(io.BytesIO(own)) as im:

@@ -151,6 +151,27 @@ async def test_apply_reproduces_the_look_on_an_unseen_photo(learned: Learned) ->
     assert np.abs(mid - expected).mean() < 1.0
 
 
+async def test_apply_says_how_much_of_the_photo_the_examples_showed(learned: Learned) -> None:
+    """The style learned from tahoe-gps + coffee records the colors they show; applied to a
+    photo that is half coffee and half a pure green neither shows, it reports half the pixels
+    as unseen (the look is extrapolated there), and none on its own training photo."""
+    metrics = learned.style["metrics"]
+    assert metrics["coverage"]["grid"] == 17, metrics["coverage"]
+    assert 0 < metrics["coverage"]["seen_cells"] < 17**3 // 4, metrics["coverage"]
+    assert "cells" not in metrics["coverage"]  # the packed record stays with the worker
+    coffee = photo("coffee.png")
+    green = np.zeros_like(coffee)
+    green[..., 1] = 255
+    shares = []
+    for pixels in (coffee, np.concatenate([coffee, green], axis=1)):
+        image = await upload_image(learned.client, learned.owner, encode(pixels), "image/png")
+        result = await _apply(learned, learned.owner, image["id"])
+        shares.append(result["coverage"]["unseen_share"])
+        assert "extrapolated" in result["coverage"]["what"]
+    assert shares[0] <= 0.01, shares
+    assert 0.49 <= shares[1] <= 0.51, shares
+
+
 async def test_apply_is_upright_keeps_icc_and_full_resolution(learned: Learned) -> None:
     base = photo(UNSEEN, 360)
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -293,6 +314,7 @@ async def test_every_imported_shared_lut_applies_exactly(client, user, live_work
         got = decode((await fetch_url(client, done["result"]["result_url"])).content)
         truth = shared_lut(path.name).apply(base)
         assert np.abs(got.astype(int) - truth.astype(int)).max() <= 1, path.name
+        assert done["result"]["coverage"] is None  # an imported LUT was taught nothing
 
 
 @pytest.mark.parametrize(

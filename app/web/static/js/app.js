@@ -1,6 +1,6 @@
 // PicFilter web client: hash routes, one function per screen.
 import { api, login, logout, register, currentSession, onSession, schemaEnum, watchJob } from "./api.js";
-import { h, clear, field, messageBox, announce, bytes, when, metricsSentences, warningsOf, stars, errorText } from "./ui.js";
+import { h, clear, field, messageBox, announce, bytes, when, metricsSentences, coverageSentence, warningsOf, stars, errorText } from "./ui.js";
 import { uploadMany, dropZone, pairByName } from "./upload.js";
 import { fetchLut, createPreview, screenImage, median } from "./preview.js";
 
@@ -560,6 +560,8 @@ async function applyView(params) {
         const done = await follow(job, row, 1000);
         if (done.status === "completed") {
           li.append(h("a.button.small", { href: done.result.result_url, download: "" }, `Download ${img ? img.filename : "result"} (${done.result.width}×${done.result.height} ${done.result.format})`));
+          const unseen = coverageSentence(done.result);
+          if (unseen) li.append(h("p.hint", unseen));
         } else li.append(h("span.msg.error", `${done.status}: ${done.error || ""}`));
         return done;
       }));

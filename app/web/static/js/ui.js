@@ -151,6 +151,15 @@ export function metricsSentences(m) {
   return out;
 }
 
+/** An apply result's `coverage` (the share of the photo's pixels whose colors none of the
+ * style's examples showed) as a sentence, or "" when the style records none or the share is
+ * small (under 5 %). */
+export function coverageSentence(result) {
+  const c = result && result.coverage;
+  if (!c || c.unseen_share == null || !Number.isFinite(+c.unseen_share) || +c.unseen_share < 0.05) return "";
+  return `${Math.round(100 * c.unseen_share)} % of this photo's colors were in none of the style's examples: there the look is a guess. A pair showing such colors would teach it.`;
+}
+
 export function warningsOf(m) {
   if (!m || !m.warnings) return [];
   const w = Array.isArray(m.warnings) ? m.warnings : [m.warnings];
