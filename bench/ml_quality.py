@@ -9,8 +9,12 @@ the UNIS bracket are left out because they show the same scene as a training pho
 Rows: identity (no change), ``dlut``, and for comparison an unpaired ``transfer`` learned from the
 three "after" images alone. The one-pair row: ``dlut`` learned from ONE pair (``ONE_PAIR``, the
 first training photo) and scored on the same test photos (``metrics["holdout"]`` is null then:
-no photo is left to hold out). ``unseen`` is the share of a test photo's pixels whose 33^3 lattice
-cell holds no training pixel: DESIGN.md found those colors dominate the error.
+no photo is left to hold out); below the table the same for each training photo alone, since
+one photo's colors decide what one pair can teach. ``unseen`` is the share of a test photo's
+pixels whose 33^3 lattice cell holds no training pixel: DESIGN.md found those colors dominate the
+error. The ``seen / unseen`` lines split a learned style's ΔE00 the way the service tells a photo's
+colors apart when it applies a style (:mod:`app.ml.coverage`: 17^3 cells touched by the style's own
+training photos vs the rest).
 """
 
 from __future__ import annotations
@@ -38,6 +42,33 @@ def _cells(img: np.ndarray, n: int = 33) -> np.ndarray:
     return (idx[:, 0] * n + idx[:, 1]) * n + idx[:, 2]
 
 
+class _Split:
+    """ΔE00 of a style's test pixels, pooled separately over colors its training photos showed
+    and over the rest, as the service tells them apart (:class:`app.ml.coverage.ColorCoverage`,
+    the record a learned style keeps and apply reports from)."""
+
+    def __init__(self, train: list[np.ndarray]) -> None:
+        from app.ml.coverage import ColorCoverage
+
+        self.coverage = ColorCoverage.from_images(train)
+        self.sums = np.zeros(2)
+        self.counts = np.zeros(2)
+
+    def add(self, de_map: np.ndarray, img: np.ndarray) -> None:
+        from app.ml.coverage import color_cells
+
+        hit = self.coverage.seen[color_cells(img, self.coverage.grid, max_pixels=img.size)]
+        de = de_map.reshape(-1)
+        for k, sel in enumerate((hit, ~hit)):
+            self.sums[k] += float(de[sel].sum())
+            self.counts[k] += int(sel.sum())
+
+    def text(self) -> str:
+        means = self.sums / np.maximum(self.counts, 1)
+        share = self.counts[1] / max(self.counts.sum(), 1)
+        return f"seen {means[0]:5.2f} / unseen {means[1]:5.2f} (unseen {share:4.0%} of pixels)"
+
+
 def _reported_de(metrics: dict[str, object]) -> str:
     """The learner's own ΔE00 mean: ``metrics["holdout"]`` (whole photos held out) when present,
     else the held-out pixels of the training photos (marked ``px``)."""
@@ -48,11 +79,17 @@ def _reported_de(metrics: dict[str, object]) -> str:
     return f"{float(value):.3f}px" if isinstance(value, int | float) else "-"
 
 
-def _score(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
-    from app.ml.metrics import delta_e2000, psnr
+def _score(
+    img: np.ndarray, pred: np.ndarray, truth: np.ndarray, split: _Split | None = None
+) -> tuple[float, float, float]:
+    """PSNR, ΔE00 mean and p95 of ``pred`` (the style applied to ``img``) against ``truth``;
+    with ``split``, its ΔE00 map is pooled there by whether ``img``'s colors were seen."""
+    from app.ml.metrics import delta_e2000_map, psnr
 
-    de = delta_e2000(pred, truth)
-    return psnr(pred, truth), de["mean"], de["p95"]
+    de = delta_e2000_map(pred, truth)
+    if split is not None:
+        split.add(de, img)
+    return psnr(pred, truth), float(de.mean()), float(np.percentile(de, 95))
 
 
 def run() -> None:
@@ -90,6 +127,11 @@ def run() -> None:
         "transfer": [],
         "dlut, 1 pair": [],
     }
+    splits = {"dlut": _Split(train)}
+    # one pair from each training photo alone: (mean, p95) per look, and the seen/unseen split
+    singles: dict[int, list[tuple[float, float]]] = {k: [] for k in range(len(TRAIN))}
+    for k, img in enumerate(train):
+        splits[f"1 pair {k}"] = _Split([img])
     fit_times: list[float] = []
     one_times: list[float] = []
     per_photo = np.zeros(len(TEST))
@@ -103,32 +145,43 @@ def run() -> None:
         fit_s = time.perf_counter() - start
         fit_times.append(fit_s)
         transfer = learn_style("dlut", references=[after for _, after in pairs], time_budget_s=60)
-        start = time.perf_counter()
-        one = learn_style("dlut", [pairs[ONE_PAIR]], time_budget_s=60)
-        one_s = time.perf_counter() - start
-        one_times.append(one_s)
+        ones = []
+        for k in range(len(TRAIN)):
+            start = time.perf_counter()
+            ones.append(learn_style("dlut", [pairs[k]], time_budget_s=60).model)
+            if k == ONE_PAIR:
+                one_times.append(time.perf_counter() - start)
         rows = {}
-        for name, model in (
-            ("identity", None),
-            ("dlut", result.model),
-            ("transfer", transfer.model),
-            ("dlut, 1 pair", one.model),
+        for name, model, split in (
+            ("identity", None, None),
+            ("dlut", result.model, splits["dlut"]),
+            ("transfer", transfer.model, None),
+            ("dlut, 1 pair", ones[ONE_PAIR], None),
         ):
             scores = []
             for k, (img, truth) in enumerate(zip(test, truths, strict=True)):
                 pred = img if model is None else model.apply(img)
-                scores.append(_score(pred, truth))
+                scores.append(_score(img, pred, truth, split))
                 if name == "dlut":
                     per_photo[k] += scores[-1][1] / len(cube_paths)
             mean = tuple(float(v) for v in np.mean(scores, axis=0))
             totals[name].append(mean)  # type: ignore[arg-type]
             rows[name] = mean
+        for k, one in enumerate(ones):
+            scores = [
+                _score(img, one.apply(img), truth, splits[f"1 pair {k}"])
+                for img, truth in zip(test, truths, strict=True)
+            ]
+            singles[k].append(
+                (float(np.mean([x[1] for x in scores])), float(np.mean([x[2] for x in scores])))
+            )
         ident, dl, tr, op = rows["identity"], rows["dlut"], rows["transfer"], rows["dlut, 1 pair"]
         print(
             f"{cube.stem:<26} {ident[0]:6.2f}/{ident[1]:5.2f}/{ident[2]:5.2f}      "
             f"{dl[0]:6.2f}/{dl[1]:5.2f}/{dl[2]:5.2f}      {fit_s:6.1f} "
             f"{_reported_de(result.metrics):>11} {tr[1]:11.2f} "
-            f"{op[1]:6.2f}/{op[2]:6.2f} {one_s:8.1f}"
+            f"{op[1]:6.2f}/{op[2]:6.2f} {one_times[-1]:8.1f}",
+            flush=True,
         )
     print("-" * len(header.strip()))
     for name in ("identity", "dlut", "transfer", "dlut, 1 pair"):
@@ -146,3 +199,15 @@ def run() -> None:
     print("dlut mean dE00 per test photo (averaged over looks):")
     for p, v in zip(TEST, per_photo, strict=True):
         print(f"  {p:<32} {v:5.2f}")
+    print(
+        "\ndE00 mean on the test photos' colors its training photos showed (app.ml.coverage: "
+        "their 17^3 cell holds a training pixel) / on the rest, pooled over looks and photos:"
+    )
+    print(f"  {'dlut, 3 pairs':<32} {splits['dlut'].text()}")
+    print("one pair from each training photo alone (mean over looks of dE00 mean / p95):")
+    for k, name in enumerate(TRAIN):
+        arr = np.array(singles[k])
+        print(
+            f"  {name:<32} {arr[:, 0].mean():5.2f} / {arr[:, 1].mean():5.2f}   "
+            f"{splits[f'1 pair {k}'].text()}"
+        )
