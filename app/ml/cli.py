@@ -15,7 +15,8 @@ project CLI, :mod:`app.cli`, calls it); each sets ``func`` to a handler ``(args)
   STYLE is a ``.cube``, a style directory or a directory of published adaptive-3D-LUT weights.
   Full resolution, graded in the sRGB working space; the result is upright (orientation 1), in
   the photo's color space with its ICC profile (``srgb``: converted), 16-bit for 16-bit PNG /
-  TIFF; OUT's extension picks the format.
+  TIFF; OUT's extension picks the format. For a learned style it also prints the share of the
+  photo's pixels whose colors none of its training photos showed (:mod:`app.ml.coverage`).
 * ``export --style STYLE [--size 33] --out X.cube``.
 """
 
@@ -180,7 +181,35 @@ def cmd_apply(args: argparse.Namespace) -> int:
     args.output.write_bytes(encoded.data)
     size = f"{encoded.width}x{encoded.height}"
     _say(f"wrote {args.output} ({size}, {encoded.format}, {style.kind} style)")
+    share = _unseen_share(args.style, data)
+    if share is not None:
+        _say(
+            f"  {share:.0%} of the photo's pixels show colors none of the style's training photos "
+            "showed (the look is extrapolated there)"
+        )
     return 0
+
+
+def _unseen_share(style_path: Path, data: bytes) -> float | None:
+    """The share of the photo's pixels (in the working space) outside the colors a learned
+    style was taught (its ``metrics["coverage"]``, :mod:`app.ml.coverage`), as the service's
+    apply result reports it; ``None`` for a LUT file, published weights or an older style."""
+    from app.ml.coverage import ColorCoverage
+    from app.ml.imaging import load_image, to_working
+    from app.ml.learn import LUT_SUFFIXES, read_style_checkpoint
+
+    path = style_path / "model.pt" if style_path.is_dir() else style_path
+    if not path.is_file() or path.suffix.lower() in LUT_SUFFIXES:
+        return None
+    record = (read_style_checkpoint(path).get("metrics") or {}).get("coverage")
+    if not isinstance(record, dict):
+        return None
+    try:
+        coverage = ColorCoverage.from_dict(record)
+        pixels, info = load_image(data, keep_16bit=True)
+        return coverage.unseen_share(to_working(pixels, info.icc_profile))
+    except ValueError:
+        return None
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1326,7 +1326,7 @@ def read_style_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(p, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
 
 
-_LUT_SUFFIXES = {
+LUT_SUFFIXES = {
     ".cube",
     ".3dl",
     ".csp",
@@ -1363,7 +1363,7 @@ def load_style(path: Path) -> StyleModel:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such style file or directory")
     suffix = p.suffix.lower()
-    if suffix in _LUT_SUFFIXES:
+    if suffix in LUT_SUFFIXES:
         from app.ml.lut_formats import read_lut
 
         lut = read_lut(p)

@@ -59,6 +59,12 @@ def test_register_adds_subcommands() -> None:
     assert callable(args.func)
 
 
+def _unseen_printed(capsys: pytest.CaptureFixture[str]) -> int:
+    """The percentage ``apply`` printed for the pixels outside the style's training colors."""
+    line = next(x for x in capsys.readouterr().out.splitlines() if "training photos showed" in x)
+    return int(line.split("%")[0])
+
+
 def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b1, a1 = write_pair(tmp_path, 1)
     b2, a2 = write_pair(tmp_path, 2)
@@ -107,6 +113,21 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     save_image(photo, src, "jpeg", quality=95, icc_profile=srgb_icc(), exif=exif.tobytes())
     dst = tmp_path / "out.jpg"
     assert main(["apply", "--style", str(style_dir), str(src), str(dst), "--quality", "90"]) == 0
+    assert _unseen_printed(capsys) < 20  # the colors it learned from, up to JPEG noise
+    # a flat photo in the middle of a color cell none of its training photos touched
+    from app.ml.coverage import ColorCoverage
+    from app.ml.learn import read_style_checkpoint
+
+    record = read_style_checkpoint(style_dir / "model.pt")["metrics"]["coverage"]
+    coverage = ColorCoverage.from_dict(record)
+    cell = int(np.flatnonzero(~coverage.seen.reshape((coverage.grid,) * 3)[:-1, :-1, :-1])[0])
+    index = np.unravel_index(cell, (coverage.grid - 1,) * 3)
+    flat = np.zeros((40, 40, 3), np.uint8)
+    flat[...] = np.round((np.array(index) + 0.5) * 255 / (coverage.grid - 1))
+    save_image(flat, tmp_path / "flat.png", "png")
+    args = ["apply", "--style", str(style_dir), str(tmp_path / "flat.png")]
+    assert main([*args, str(tmp_path / "g.png")]) == 0
+    assert _unseen_printed(capsys) == 100
     with Image.open(dst) as im:
         assert im.size == (60, 80)
         assert icc_identity(im.info.get("icc_profile")) == icc_identity(srgb_icc())
@@ -123,6 +144,7 @@ def test_learn_apply_export_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
 
     dst_half = tmp_path / "half.png"
     assert main(["apply", "--style", str(cube), str(src), str(dst_half), "--strength", "0.0"]) == 0
+    assert "training photos showed" not in capsys.readouterr().out  # a .cube records no colors
     with Image.open(dst_half) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), decoded)
 
