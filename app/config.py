@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     database_sync_url: str | None = None
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # PostgreSQL ends a worker's session that sits inside a transaction this long (seconds; 0:
+    # never): a worker host cut off mid-transaction otherwise keeps its row locks (a job it was
+    # claiming) until the server's TCP keepalive notices, by default after two hours.
+    db_worker_idle_in_transaction_seconds: int = Field(default=60, ge=0)
 
     # Redis: unset -> in-process store + filesystem broker.
     redis_url: str | None = None

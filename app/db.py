@@ -87,9 +87,24 @@ def make_sync_engine(settings: Settings, *, pool: bool = True) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    args = _worker_session_args(settings)
     if not pool:
-        return create_engine(url, poolclass=NullPool)
-    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        return create_engine(url, poolclass=NullPool, connect_args=args)
+    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args=args)
+
+
+def _worker_session_args(settings: Settings) -> dict[str, Any]:
+    """psycopg connect arguments of a worker's PostgreSQL sessions: the server ends one left
+    idle inside a transaction for ``db_worker_idle_in_transaction_seconds``. Why: a job's claim
+    is ``SELECT ... FOR UPDATE`` then ``UPDATE``; a worker host whose network drops between the
+    two leaves its session open on the server, row lock held, until TCP keepalive gives up
+    (hours), and the job's re-delivery to another worker blocks on that lock (seen in
+    ``tests/test_scale_out.py``: one of 20 jobs stayed ``queued`` past the test's 240 s).
+    Worker transactions are short (no job work runs inside one), so a minute is ample."""
+    seconds = settings.db_worker_idle_in_transaction_seconds
+    if seconds <= 0:
+        return {}
+    return {"options": f"-c idle_in_transaction_session_timeout={seconds * 1000}"}
 
 
 class Database:
