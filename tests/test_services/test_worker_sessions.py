@@ -51,19 +51,14 @@ def test_a_silent_session_inside_a_transaction_is_ended_and_its_lock_freed(setti
         other.dispose()
 
 
-def test_the_timeout_can_be_turned_off(settings) -> None:
-    """``0`` leaves PostgreSQL's own default (no limit) in place."""
+@pytest.mark.parametrize(("seconds", "shown"), [(0, "0"), (60, "1min")])
+def test_the_timeout_reaches_the_server(settings, seconds: int, shown: str) -> None:
+    """Each worker session carries the setting; ``0`` leaves PostgreSQL's default (no limit)."""
     if not settings.sync_database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL only")
-    db = SyncDatabase(_settings(0))
+    db = SyncDatabase(_settings(seconds))
     try:
         with db.engine.connect() as c:
-            assert c.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "0"
-    finally:
-        db.dispose()
-    db = SyncDatabase(_settings(60))
-    try:
-        with db.engine.connect() as c:
-            assert c.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "1min"
+            assert c.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == shown
     finally:
         db.dispose()
