@@ -27,7 +27,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.ml.coverage import ColorCoverage
 
 __all__ = ["main", "register"]
 
@@ -162,10 +165,10 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from app.ml.imaging import apply_to_image_bytes
-    from app.ml.learn import load_style
+    from app.ml.learn import load_style_with_metrics
 
     try:
-        style = load_style(args.style)
+        style, metrics = load_style_with_metrics(args.style)
         data = args.input.read_bytes()
         suffix = args.output.suffix.lower().lstrip(".") or None
         encoded = apply_to_image_bytes(
@@ -175,39 +178,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
             format=suffix,
             quality=args.quality,
             output_profile=args.output_profile,
+            coverage=_coverage(metrics),
         )
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     args.output.write_bytes(encoded.data)
     size = f"{encoded.width}x{encoded.height}"
     _say(f"wrote {args.output} ({size}, {encoded.format}, {style.kind} style)")
-    share = _unseen_share(args.style, data)
-    if share is not None:
+    if encoded.unseen_share is not None:
         _say(
-            f"  {share:.0%} of the photo's pixels show colors none of the style's training photos "
-            "showed (the look is extrapolated there)"
+            f"  {encoded.unseen_share:.0%} of the photo's pixels show colors none of the style's "
+            "training photos showed (the look is extrapolated there)"
         )
     return 0
 
 
-def _unseen_share(style_path: Path, data: bytes) -> float | None:
-    """The share of the photo's pixels (in the working space) outside the colors a learned
-    style was taught (its ``metrics["coverage"]``, :mod:`app.ml.coverage`), as the service's
-    apply result reports it; ``None`` for a LUT file, published weights or an older style."""
+def _coverage(metrics: dict[str, Any]) -> ColorCoverage | None:
+    """The colors a learned style was taught (:mod:`app.ml.coverage`), as the service's apply
+    reads them; ``None`` for a LUT file, published weights or a style learned without them."""
     from app.ml.coverage import ColorCoverage
-    from app.ml.imaging import load_image, to_working
-    from app.ml.learn import LUT_SUFFIXES, read_style_checkpoint
 
-    path = style_path / "model.pt" if style_path.is_dir() else style_path
-    if not path.is_file() or path.suffix.lower() in LUT_SUFFIXES:
-        return None
-    record = (read_style_checkpoint(path).get("metrics") or {}).get("coverage")
+    record = metrics.get("coverage")
     if not isinstance(record, dict):
         return None
     try:
-        coverage = ColorCoverage.from_dict(record)
-        pixels, info = load_image(data, keep_16bit=True)
-        return coverage.unseen_share(to_working(pixels, info.icc_profile))
+        return ColorCoverage.from_dict(record)
     except ValueError:
         return None
 

@@ -39,12 +39,19 @@ GRID = 17  # lattice nodes per axis: 16 cells of 16 8-bit levels each
 SAMPLE_PIXELS = 250_000  # pixels of a photo looked at, at most (evenly spaced)
 
 
-def color_cells(image: np.ndarray, grid: int = GRID, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
-    """The flat cell index (``(i * grid + j) * grid + k``) of up to ``max_pixels`` evenly
-    spaced pixels of ``image`` (sRGB, ``(..., 3)``, uint8 / uint16 / float)."""
+def sample_pixels(image: np.ndarray, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
+    """Up to ``max_pixels`` evenly spaced pixels of ``image`` (``(..., 3)``), as ``(N, 1, 3)``
+    (an image shape, so that color conversions take it as they are)."""
     flat = np.asarray(image).reshape(-1, 3)
     if flat.shape[0] > max_pixels:
         flat = flat[np.linspace(0, flat.shape[0] - 1, max_pixels).astype(np.int64)]
+    return flat.reshape(-1, 1, 3)
+
+
+def color_cells(image: np.ndarray, grid: int = GRID, max_pixels: int = SAMPLE_PIXELS) -> np.ndarray:
+    """The flat cell index (``(i * grid + j) * grid + k``) of up to ``max_pixels`` evenly
+    spaced pixels of ``image`` (sRGB, ``(..., 3)``, uint8 / uint16 / float)."""
+    flat = sample_pixels(image, max_pixels).reshape(-1, 3)
     idx = np.minimum((to_float(flat) * (grid - 1)).astype(np.int64), grid - 2)
     return (idx[:, 0] * grid + idx[:, 1]) * grid + idx[:, 2]
 
@@ -70,6 +77,14 @@ class ColorCoverage:
         if cells.size == 0:
             return 0.0
         return round(float(1.0 - self.seen[cells].mean()), 4)
+
+    def photo_unseen_share(self, pixels: np.ndarray, icc: bytes | None) -> float:
+        """:meth:`unseen_share` of a decoded photo tagged ``icc`` (uint8 / uint16, any color
+        space): a sample of its pixels is taken into the working space first, as learning took
+        the training photos. ``ValueError`` when the profile cannot be converted."""
+        from app.ml.imaging import to_working
+
+        return self.unseen_share(to_working(sample_pixels(pixels), icc))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1326,7 +1326,7 @@ def read_style_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(p, map_location="cpu", weights_only=True)  # type: ignore[no-any-return]
 
 
-LUT_SUFFIXES = {
+_LUT_SUFFIXES = {
     ".cube",
     ".3dl",
     ".csp",
@@ -1345,30 +1345,42 @@ def load_style(path: Path) -> StyleModel:
     LUT file: kind ``imported``), or a directory of published adaptive-3D-LUT weights
     (``LUTs.pth`` + ``classifier.pth``). ``path`` is a ``Path``: a ``str`` is a TypeError (content
     goes to :func:`load_style_bytes` or ``app.ml.cube_export.read_cube_text``)."""
+    return load_style_with_metrics(path)[0]
+
+
+def load_style_with_metrics(path: Path) -> tuple[StyleModel, dict[str, Any]]:
+    """:func:`load_style` and the metrics learning saved with the style (from the same read of
+    its ``model.pt``; ``{}`` for LUT files and published weights)."""
     from app.ml.paths import require_path
 
     p = require_path(path, "style")
     if p.is_dir():
         if (p / "model.pt").is_file():
-            return _from_checkpoint(read_style_checkpoint(p / "model.pt"), str(p / "model.pt"))
+            return _checkpoint_and_metrics(p / "model.pt")
         if (p / "LUTs.pth").is_file() and (p / "classifier.pth").is_file():
             from app.ml.adaptive_3dlut import load_published
 
-            return load_published(p)  # type: ignore[no-any-return]
+            return load_published(p), {}
         if (p / "lut.cube").is_file():
-            return load_style(p / "lut.cube")
+            return load_style_with_metrics(p / "lut.cube")
         raise FileNotFoundError(
             f"{p}: no model.pt, lut.cube or LUTs.pth + classifier.pth in this directory"
         )
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such style file or directory")
     suffix = p.suffix.lower()
-    if suffix in LUT_SUFFIXES:
+    if suffix in _LUT_SUFFIXES:
         from app.ml.lut_formats import read_lut
 
         lut = read_lut(p)
-        return LUTStyle(lut, kind="imported", info={"filename": p.name, "title": lut.title or ""})
-    return _from_checkpoint(read_style_checkpoint(p), str(p))
+        info = {"filename": p.name, "title": lut.title or ""}
+        return LUTStyle(lut, kind="imported", info=info), {}
+    return _checkpoint_and_metrics(p)
+
+
+def _checkpoint_and_metrics(path: Path) -> tuple[StyleModel, dict[str, Any]]:
+    ckpt = read_style_checkpoint(path)
+    return _from_checkpoint(ckpt, str(path)), dict(ckpt.get("metrics") or {})
 
 
 def save_style(

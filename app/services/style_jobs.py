@@ -555,17 +555,13 @@ def _coverage(style: Style, pixels: np.ndarray, icc: bytes | None) -> dict[str, 
     by learning; imported LUTs and reference-only styles have none): the share of the photo's
     pixels, in the working space, whose colors none of its training photos showed. ``None``
     when the style has no record or it cannot be read (the graded photo is still delivered)."""
-    from app.ml.coverage import SAMPLE_PIXELS, ColorCoverage
+    from app.ml.coverage import ColorCoverage
 
     record = (style.metrics or {}).get("coverage")
     if not isinstance(record, dict):
         return None
     try:
-        coverage = ColorCoverage.from_dict(record)
-        flat = pixels.reshape(-1, 3)
-        if flat.shape[0] > SAMPLE_PIXELS:
-            flat = flat[np.linspace(0, flat.shape[0] - 1, SAMPLE_PIXELS).astype(np.int64)]
-        share = coverage.unseen_share(imaging.to_working(flat.reshape(-1, 1, 3), icc))
+        share = ColorCoverage.from_dict(record).photo_unseen_share(pixels, icc)
     except ValueError:
         return None
     return {

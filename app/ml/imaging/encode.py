@@ -10,13 +10,16 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from app.ml.imaging import color
 from app.ml.imaging.decode import HEIF_AVAILABLE, load_image
+
+if TYPE_CHECKING:
+    from app.ml.coverage import ColorCoverage
 
 GPS_IFD_TAG = 0x8825
 _FORMATS = {
@@ -59,6 +62,8 @@ class EncodedImage:
     orientation: int
     bits: int = 8
     icc_profile: bytes | None = None
+    # the share of the photo's pixels outside the style's training colors (``coverage`` given)
+    unseen_share: float | None = None
 
     @property
     def mime(self) -> str:
@@ -205,6 +210,7 @@ def apply_to_image_bytes(
     keep_exif: bool = True,
     output_profile: color.OutputProfile = "source",
     max_pixels: int | None = None,
+    coverage: ColorCoverage | None = None,
 ) -> EncodedImage:
     """Decode ``data`` upright, grade it in the working space (:func:`color.grade`), re-encode
     at full resolution: the apply step of the service and the CLI.
@@ -213,15 +219,17 @@ def apply_to_image_bytes(
     it keeps the source's color space and ICC profile (``output_profile="srgb"``: converted to
     sRGB) and, unless ``keep_exif`` is False, the EXIF. 16-bit PNG / TIFF sources are graded in
     16 bits and written in 16 bits as PNG / TIFF. ``format`` defaults to the input's own (JPEG
-    for formats that cannot be written).
+    for formats that cannot be written). With the style's ``coverage`` (learned styles), the
+    result's ``unseen_share`` says how much of the photo lies outside its training colors.
     """
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     pixels, info = load_image(data, apply_orientation=True, keep_16bit=True, **kwargs)
     graded, icc = color.grade(model, pixels, info.icc_profile, strength, output_profile)
+    unseen = None if coverage is None else coverage.photo_unseen_share(pixels, info.icc_profile)
     del pixels
     out_format = output_format(format, info.format)
     exif = info.exif if keep_exif else None
     encoded = encode_image(graded, out_format, quality, icc, exif, alpha=info.alpha)
     bits = 16 if graded.dtype == np.uint16 and out_format in SIXTEEN_BIT_FORMATS else 8
     h, w = graded.shape[:2]
-    return EncodedImage(encoded, out_format, w, h, info.orientation, bits, icc)
+    return EncodedImage(encoded, out_format, w, h, info.orientation, bits, icc, unseen)

@@ -156,8 +156,9 @@ export function metricsSentences(m) {
  * small (under 5 %). */
 export function coverageSentence(result) {
   const c = result && result.coverage;
-  if (!c || c.unseen_share == null || !Number.isFinite(+c.unseen_share) || +c.unseen_share < 0.05) return "";
-  return `${Math.round(100 * c.unseen_share)} % of this photo's colors were in none of the style's examples: there the look is a guess. A pair showing such colors would teach it.`;
+  const share = c ? Number(c.unseen_share ?? NaN) : NaN;
+  if (!(share >= 0.05)) return ""; // no record, not a number, or too small to mention
+  return `${Math.round(100 * share)} % of this photo's colors were in none of the style's examples: there the look is a guess. A pair showing such colors would teach it.`;
 }
 
 export function warningsOf(m) {
